@@ -1,0 +1,66 @@
+"""Dense vectors of KB entities (name + description) and a FAISS index over them.
+
+The vectors feed two things: dense candidate retrieval (mention context -> nearest entities) and
+the context/coherence features of disambiguation. They are computed once per (encoder, KB
+content) and cached on disk by :class:`retrieval.dense.EmbeddingCache`, never in the repository.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from indexes import sha256_bytes
+from linking.kb import KnowledgeBase
+from retrieval.dense import DenseIndex, EmbeddingCache, Encoder, FaissConfig, embed_documents
+
+logger = logging.getLogger(__name__)
+
+
+def entity_text(name: str, description: str) -> str:
+    """The text embedded for an entity: its name, then its description."""
+    return f"{name}. {description}" if description else name
+
+
+class EntityIndex:
+    """Entity embeddings in KB order, a row lookup by id, and a FAISS index for nearest entities.
+
+    Example:
+        >>> index = EntityIndex.build(kb, encoder)  # doctest: +SKIP
+        >>> index.nearest(encoder.encode(["the Bulls guard"]), k=5)  # doctest: +SKIP
+    """
+
+    def __init__(self, entity_ids: list[str], vectors: np.ndarray) -> None:
+        if vectors.shape[0] != len(entity_ids):
+            raise ValueError(f"{vectors.shape[0]} vectors for {len(entity_ids)} entities")
+        self.entity_ids = entity_ids
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._row = {eid: i for i, eid in enumerate(entity_ids)}
+        self._dense = DenseIndex.build(self.vectors, entity_ids, FaissConfig()) if entity_ids else None
+
+    @classmethod
+    def build(cls, kb: KnowledgeBase, encoder: Encoder, *, cache: EmbeddingCache | None = None) -> EntityIndex:
+        """Embed every entity of ``kb`` (read from the cache when the same KB and encoder were seen)."""
+        entities = kb.entities()
+        texts = [entity_text(e.name, e.description) for e in entities]
+        checksum = sha256_bytes("\n\0".join(texts).encode("utf-8"))
+        vectors = embed_documents(encoder, texts, checksum, cache=cache if cache is not None else EmbeddingCache())
+        logger.info("entity index: %d entities x %d dims", *vectors.shape)
+        return cls([e.entity_id for e in entities], vectors)
+
+    def vector(self, entity_id: str) -> np.ndarray:
+        """The entity's unit vector."""
+        return self.vectors[self._row[entity_id]]
+
+    def matrix(self, entity_ids: list[str]) -> np.ndarray:
+        """Vectors of several entities, one row each."""
+        if not entity_ids:
+            return np.zeros((0, self.vectors.shape[1]), dtype=np.float32)
+        return self.vectors[[self._row[eid] for eid in entity_ids]]
+
+    def nearest(self, query_vectors: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """The ``k`` entities nearest to each query vector (cosine), best first."""
+        if self._dense is None or k <= 0 or len(query_vectors) == 0:
+            return [[] for _ in range(len(query_vectors))]
+        return [[(hit.doc_id, hit.score) for hit in hits] for hits in self._dense.search(query_vectors, k)]

@@ -1,0 +1,202 @@
+"""Offline scoring of entity linking, as ../shared/data/README.md defines it.
+
+Both protocols are micro-averaged over mentions and add up as counts (like spaCy's ``PRFScore``):
+
+* ED (gold mentions given): precision = correct / predicted non-NIL, recall = correct / gold
+  mentions with an entity, F1 = 2PR / (P + R).
+* End to end (mentions detected too): a prediction is correct when its span equals a gold span
+  and its entity is right (strong match). Gold mentions whose entity is NIL are ignored (a
+  prediction on that span counts neither way); a predicted span matching no gold span counts
+  against precision.
+
+Candidate recall@k is the share of gold mentions with an entity whose entity is among the first
+``k`` candidates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from linking.errors import BenchmarkFormatError
+from linking.types import Candidate, GoldMention, Link, LinkingDocument
+
+
+def read_benchmark(path: str | Path) -> list[LinkingDocument]:
+    """Read a benchmark file (JSON lines: ``id``, ``text``, ``mentions`` with ``start``, ``end``, ``surface``, ``entity``)."""
+    path = Path(path)
+    documents = []
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise BenchmarkFormatError(path, 0, f"cannot read: {exc.strerror}") from exc
+    with handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                text = row["text"]
+                mentions = []
+                for m in row.get("mentions", []):
+                    start, end = int(m["start"]), int(m["end"])
+                    if not 0 <= start < end <= len(text):
+                        raise ValueError(f"span {start}-{end} outside the text")
+                    entity = m.get("entity")
+                    mentions.append(GoldMention(start, end, m.get("surface", text[start:end]), entity or None))
+                documents.append(LinkingDocument(str(row.get("id", line_no)), text, tuple(mentions)))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise BenchmarkFormatError(path, line_no, f"bad document: {exc}") from exc
+    return documents
+
+
+@dataclass
+class PRFCounts:
+    """True positives, false positives and false negatives; sums of these give micro scores."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def __iadd__(self, other: PRFCounts) -> PRFCounts:
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        return self
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+
+@dataclass(frozen=True)
+class MentionError:
+    """One wrongly linked (or missed, or spurious) mention, for error analysis."""
+
+    doc_id: str
+    start: int
+    end: int
+    surface: str
+    gold: str | None
+    predicted: str | None
+    candidates: tuple[tuple[str, float], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "doc": self.doc_id,
+            "start": self.start,
+            "end": self.end,
+            "surface": self.surface,
+            "gold": self.gold,
+            "predicted": self.predicted,
+            "candidates": [{"entity": e, "score": round(s, 4)} for e, s in self.candidates],
+        }
+
+
+@dataclass
+class EvaluationResult:
+    """Scores of one benchmark run: counts, candidate recall at several k, and the errors."""
+
+    mode: str
+    counts: PRFCounts = field(default_factory=PRFCounts)
+    candidate_hits: dict[int, int] = field(default_factory=dict)
+    gold_linkable: int = 0
+    mentions: int = 0
+    errors: list[MentionError] = field(default_factory=list)
+
+    def candidate_recall(self) -> dict[int, float]:
+        return {k: (hits / self.gold_linkable if self.gold_linkable else 0.0) for k, hits in self.candidate_hits.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` output: ``precision``, ``recall``, ``f1``, ``candidate_recall``, ``mentions``."""
+        return {
+            "mode": self.mode,
+            "precision": self.counts.precision,
+            "recall": self.counts.recall,
+            "f1": self.counts.f1,
+            "tp": self.counts.tp,
+            "fp": self.counts.fp,
+            "fn": self.counts.fn,
+            "candidate_recall": {str(k): v for k, v in sorted(self.candidate_recall().items())},
+            "mentions": self.mentions,
+        }
+
+
+RECALL_KS = (1, 10, 30)
+
+
+def _candidates_summary(candidates: Sequence[Candidate], n: int = 5) -> tuple[tuple[str, float], ...]:
+    return tuple((c.entity_id, c.score) for c in candidates[:n])
+
+
+def score_document(
+    document: LinkingDocument,
+    links: Sequence[Link],
+    mode: str,
+    result: EvaluationResult,
+    *,
+    ks: Iterable[int] = RECALL_KS,
+) -> None:
+    """Add one document's counts (and errors, candidate recall) to ``result``.
+
+    In ED mode ``links`` must be one per gold mention, same spans; in e2e mode any spans.
+    """
+    gold_by_span = {(g.start, g.end): g for g in document.mentions}
+    ks = tuple(ks)
+    for k in ks:
+        result.candidate_hits.setdefault(k, 0)
+    counts = PRFCounts()
+    matched_gold: set[tuple[int, int]] = set()
+    for link in links:
+        span = (link.mention.start, link.mention.end)
+        gold = gold_by_span.get(span)
+        result.mentions += 1
+        if gold is not None and gold.entity_id is not None:
+            ranked = [c.entity_id for c in link.candidates]
+            result.gold_linkable += 1
+            matched_gold.add(span)
+            for k in ks:
+                if gold.entity_id in ranked[:k]:
+                    result.candidate_hits[k] += 1
+        if gold is not None and gold.entity_id is None:
+            continue  # a NIL gold span is ignored
+        if link.entity_id is None:
+            if gold is not None:
+                counts.fn += 1
+                result.errors.append(_error(document, link, gold.entity_id))
+            continue
+        if gold is not None and link.entity_id == gold.entity_id:
+            counts.tp += 1
+        else:
+            counts.fp += 1
+            if gold is not None:
+                counts.fn += 1
+            result.errors.append(_error(document, link, gold.entity_id if gold is not None else None))
+    for gold in document.mentions:
+        if gold.entity_id is not None and (gold.start, gold.end) not in matched_gold:
+            counts.fn += 1
+            result.gold_linkable += 1
+            if mode == "e2e":
+                result.errors.append(
+                    MentionError(document.doc_id, gold.start, gold.end, gold.surface, gold.entity_id, None, ())
+                )
+    result.counts += counts
+
+
+def _error(document: LinkingDocument, link: Link, gold: str | None) -> MentionError:
+    m = link.mention
+    return MentionError(
+        document.doc_id, m.start, m.end, m.surface, gold, link.entity_id, _candidates_summary(link.candidates)
+    )
