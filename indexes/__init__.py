@@ -1,0 +1,30 @@
+"""On-disk artifacts: manifests, checksums, crash-safe publishing, provenance."""
+
+from indexes.checksums import sha256_bytes, sha256_file, sha256_tree
+from indexes.errors import (
+    ArtifactError,
+    ArtifactNotFoundError,
+    CorruptArtifactError,
+    IncompatibleArtifactError,
+)
+from indexes.manifest import MANIFEST_NAME, Manifest, checksum_files
+from indexes.storage import clean_staging, staged_directory
+from indexes.versions import code_version, library_versions, utc_now
+
+__all__ = [
+    "MANIFEST_NAME",
+    "ArtifactError",
+    "ArtifactNotFoundError",
+    "CorruptArtifactError",
+    "IncompatibleArtifactError",
+    "Manifest",
+    "checksum_files",
+    "clean_staging",
+    "code_version",
+    "library_versions",
+    "sha256_bytes",
+    "sha256_file",
+    "sha256_tree",
+    "staged_directory",
+    "utc_now",
+]

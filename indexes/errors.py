@@ -1,0 +1,19 @@
+"""Named errors for on-disk artifacts. The service maps them to status codes."""
+
+from __future__ import annotations
+
+
+class ArtifactError(Exception):
+    """Base class: an artifact (index, model, KB) cannot be used."""
+
+
+class ArtifactNotFoundError(ArtifactError):
+    """The artifact directory or one of its files does not exist."""
+
+
+class CorruptArtifactError(ArtifactError):
+    """The artifact exists but its manifest or files are malformed or fail their checksums."""
+
+
+class IncompatibleArtifactError(ArtifactError):
+    """The artifact is of another kind, or of a format version this code cannot read."""

@@ -1,0 +1,20 @@
+"""Named errors of the search core. ``service/`` maps them to gRPC status codes."""
+
+from __future__ import annotations
+
+
+class SearchError(Exception):
+    """Base class of search errors."""
+
+
+class InvalidRequestError(SearchError, ValueError):
+    """A request field is out of range or malformed. ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class DataFormatError(SearchError, ValueError):
+    """An input file (corpus, queries, qrels, run) is malformed; the message names file and line."""

@@ -1,0 +1,182 @@
+"""A search index on disk: documents, a BM25 index and a FAISS index, with a manifest.
+
+Layout of an index directory::
+
+    manifest.json   kind "search-index", format version, parameters, checksums, provenance
+    docs.jsonl      the documents in index order (ids, titles, texts: for snippets and features)
+    bm25/           bm25s files and the analyzer settings
+    dense.faiss     normalized document embeddings (float32) in a FAISS index
+
+Example:
+    >>> index = SearchIndex.build("corpus.jsonl", "out/index", encoder)  # doctest: +SKIP
+    >>> index = SearchIndex.load("out/index")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from indexes import (
+    CorruptArtifactError,
+    Manifest,
+    checksum_files,
+    code_version,
+    library_versions,
+    sha256_file,
+    staged_directory,
+    utc_now,
+)
+from retrieval.bm25 import BM25Config, BM25Index
+from retrieval.corpus import load_corpus, resolve_corpus_path
+from retrieval.dense import DenseIndex, EmbeddingCache, Encoder, FaissConfig, embed_documents
+from retrieval.tokenization import Tokenizer, TokenizerConfig
+from retrieval.types import Document
+
+logger = logging.getLogger(__name__)
+
+KIND = "search-index"
+FORMAT_VERSION = 1
+DOCS_FILE = "docs.jsonl"
+
+
+class SearchIndex:
+    """The documents and both retrieval indexes of one corpus, as built together."""
+
+    def __init__(
+        self,
+        documents: list[Document],
+        bm25: BM25Index,
+        dense: DenseIndex,
+        manifest: Manifest,
+        path: Path | None = None,
+    ) -> None:
+        self.documents = documents
+        self.bm25 = bm25
+        self.dense = dense
+        self.manifest = manifest
+        self.path = path
+        self._position = {doc.doc_id: i for i, doc in enumerate(documents)}
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def encoder_info(self) -> dict[str, Any]:
+        return dict(self.manifest.params.get("encoder", {}))
+
+    def position(self, doc_id: str) -> int:
+        return self._position[doc_id]
+
+    def document(self, doc_id: str) -> Document:
+        return self.documents[self._position[doc_id]]
+
+    @classmethod
+    def build(
+        cls,
+        corpus: str | Path,
+        out: str | Path,
+        encoder: Encoder,
+        *,
+        bm25_config: BM25Config | None = None,
+        tokenizer_config: TokenizerConfig | None = None,
+        faiss_config: FaissConfig | None = None,
+        cache: EmbeddingCache | None = None,
+        batch_size: int = 64,
+        overwrite: bool = False,
+        show_progress: bool = False,
+    ) -> SearchIndex:
+        """Index a BEIR corpus file (or directory) into ``out``, published atomically."""
+        started = time.perf_counter()
+        corpus_path = resolve_corpus_path(corpus)
+        corpus_checksum = sha256_file(corpus_path)
+        documents = load_corpus(corpus_path)
+        bm25_config = bm25_config or BM25Config()
+        faiss_config = faiss_config or FaissConfig()
+        tokenizer = Tokenizer(tokenizer_config)
+        texts = [doc.contents for doc in documents]
+        doc_ids = [doc.doc_id for doc in documents]
+
+        logger.info("indexing %d documents with BM25", len(documents))
+        t0 = time.perf_counter()
+        bm25 = BM25Index.build(texts, doc_ids, bm25_config, tokenizer)
+        bm25_seconds = time.perf_counter() - t0
+
+        logger.info("embedding %d documents with %s", len(documents), encoder.name)
+        t0 = time.perf_counter()
+        embeddings = embed_documents(
+            encoder, texts, corpus_checksum, cache=cache, batch_size=batch_size, show_progress=show_progress
+        )
+        embed_seconds = time.perf_counter() - t0
+        dense = DenseIndex.build(embeddings, doc_ids, faiss_config)
+
+        with staged_directory(out, overwrite=overwrite) as staging:
+            with open(staging / DOCS_FILE, "w", encoding="utf-8") as handle:
+                for doc in documents:
+                    row = {"_id": doc.doc_id, "title": doc.title, "text": doc.text}
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            bm25.save(staging)
+            dense.save(staging)
+            manifest = Manifest(
+                kind=KIND,
+                format_version=FORMAT_VERSION,
+                created_at=utc_now(),
+                files=checksum_files(staging),
+                params={
+                    "bm25": bm25_config.to_dict(),
+                    "tokenizer": tokenizer.config.to_dict(),
+                    "faiss": faiss_config.to_dict(),
+                    "encoder": {
+                        "name": encoder.name,
+                        "checksum": encoder.checksum,
+                        "dimension": encoder.dimension,
+                    },
+                },
+                inputs={"corpus": {"path": str(corpus_path), "sha256": corpus_checksum}},
+                parents={"encoder": encoder.checksum},
+                stats={
+                    "doc_count": len(documents),
+                    "vocabulary_size": bm25.vocabulary_size,
+                    "build_seconds": {
+                        "bm25": round(bm25_seconds, 3),
+                        "embed": round(embed_seconds, 3),
+                        "total": round(time.perf_counter() - started, 3),
+                    },
+                },
+                libraries=library_versions(),
+                code_version=code_version(),
+            )
+            manifest.write(staging)
+        logger.info("index %s written to %s", manifest.version, out)
+        return cls(documents, bm25, dense, manifest, Path(out))
+
+    @classmethod
+    def load(cls, path: str | Path, *, verify: bool = True) -> SearchIndex:
+        """Open an index directory. With ``verify``, every file must match its checksum.
+
+        Raises ``ArtifactNotFoundError``, ``CorruptArtifactError`` or
+        ``IncompatibleArtifactError`` (from :mod:`indexes`) with a message naming the problem.
+        """
+        path = Path(path)
+        manifest = Manifest.read(path, kind=KIND, max_format_version=FORMAT_VERSION)
+        if verify:
+            manifest.verify(path)
+        try:
+            documents = load_corpus(path / DOCS_FILE)
+            doc_ids = [doc.doc_id for doc in documents]
+            bm25 = BM25Index.load(path, doc_ids)
+            dense = DenseIndex.load(path, doc_ids, FaissConfig.from_dict(manifest.params["faiss"]))
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise CorruptArtifactError(f"{path}: cannot load index: {exc}") from exc
+        return cls(documents, bm25, dense, manifest, path)
+
+    def documents_by_id(self, doc_ids: Sequence[str]) -> list[Document]:
+        return [self.document(doc_id) for doc_id in doc_ids]
