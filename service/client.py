@@ -1,0 +1,67 @@
+"""A small Python client for a running Sleuth server.
+
+Example:
+    >>> with SleuthClient("localhost:50051") as client:  # doctest: +SKIP
+    ...     for hit in client.search("how do plants make sugar", top_k=3).hits:
+    ...         print(hit.rank, hit.doc_id, hit.title)
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import grpc
+
+from service.config import MAX_MESSAGE_BYTES
+from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
+
+
+class SleuthClient:
+    """Blocking client over one channel. ``timeout`` is each call's deadline in seconds."""
+
+    def __init__(self, target: str, *, timeout: float = 30.0, metadata: list[tuple[str, str]] | None = None) -> None:
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._search = search_pb2_grpc.SearchServiceStub(self._channel)
+        self.timeout = timeout
+        self.metadata = metadata or []
+
+    def search(
+        self,
+        query: str,
+        *,
+        top_k: int = 10,
+        mode: str = "hybrid",
+        fusion: search_pb2.FusionSettings | None = None,
+        rerank: bool = False,
+        rerank_depth: int = 0,
+    ) -> search_pb2.SearchResponse:
+        request = search_pb2.SearchRequest(
+            query=query, top_k=top_k, mode=mode, fusion=fusion, rerank=rerank, rerank_depth=rerank_depth
+        )
+        return self._search.Search(request, timeout=self.timeout, metadata=self.metadata)
+
+    def batch_search(self, requests: list[search_pb2.SearchRequest]) -> search_pb2.BatchSearchResponse:
+        return self._search.BatchSearch(
+            search_pb2.BatchSearchRequest(requests=requests), timeout=self.timeout, metadata=self.metadata
+        )
+
+    @property
+    def channel(self) -> grpc.Channel:
+        return self._channel
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> SleuthClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,34 @@
+"""Server configuration: one frozen dataclass, filled from the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PORT = 50051
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What the server loads and how it listens.
+
+    ``index`` is a search index directory; ``None`` means the embedded demo (built from the demo
+    corpus shipped with the package, cached outside the repo, on first start).
+    """
+
+    host: str = "localhost"
+    port: int = DEFAULT_PORT
+    index: Path | None = None
+    encoder: str | None = None  # default: the encoder named in the index manifest
+    reranker: Path | None = None
+    kb: Path | None = None
+    linker_model: Path | None = None
+    threads: int = 4
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    grace_seconds: float = 5.0
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"

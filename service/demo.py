@@ -1,0 +1,39 @@
+"""The embedded demo: an index of the demo corpus shipped with the package.
+
+The index is built on first use into the cache directory (never the repo), keyed by the corpus
+checksum and the encoder weights, and reused afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from indexes import ArtifactError, sha256_file
+from retrieval.dense import EmbeddingCache, Encoder, default_cache_dir
+from retrieval.index import SearchIndex
+
+logger = logging.getLogger(__name__)
+
+
+def demo_dir() -> Path:
+    """The directory holding the demo data files of the installed package."""
+    return Path(__file__).resolve().parent / "demo"
+
+
+def demo_corpus() -> Path:
+    return demo_dir() / "corpus.jsonl"
+
+
+def demo_index(encoder: Encoder, cache_dir: Path | None = None) -> SearchIndex:
+    """Load the demo index, building it first if this corpus/encoder pair has none yet."""
+    corpus = demo_corpus()
+    root = cache_dir or default_cache_dir()
+    path = root / "demo-index" / f"{sha256_file(corpus)[:12]}-{encoder.checksum}"
+    if path.exists():
+        try:
+            return SearchIndex.load(path)
+        except ArtifactError as exc:
+            logger.warning("rebuilding the demo index: %s", exc)
+    logger.info("building the demo index at %s", path)
+    return SearchIndex.build(corpus, path, encoder, cache=EmbeddingCache(root / "embeddings"), overwrite=True)

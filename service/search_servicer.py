@@ -1,0 +1,129 @@
+"""SearchService: converts messages, calls the pipeline, converts back. Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+
+import grpc
+
+from retrieval.errors import InvalidRequestError
+from retrieval.fusion import FusionConfig
+from retrieval.pipeline import Searcher, SearchRequest, SearchResult, snippet
+from service.errors import abort_with
+from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+DEFAULT_TOP_K = 10
+DEFAULT_RERANK_DEPTH = 100
+
+
+def fusion_from_proto(message: search_pb2.FusionSettings, prefix: str = "fusion") -> FusionConfig:
+    """Overlay the set fields of ``message`` on the default fusion settings."""
+    defaults = FusionConfig()
+    try:
+        return FusionConfig(
+            method=message.method or defaults.method,
+            rrf_k=message.rrf_k if message.HasField("rrf_k") else defaults.rrf_k,
+            alpha=message.alpha if message.HasField("alpha") else defaults.alpha,
+            normalization=message.normalization or defaults.normalization,
+            depth=message.depth if message.HasField("depth") else defaults.depth,
+        )
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(exc.field.replace("fusion", prefix, 1), exc.message) from None
+
+
+def request_from_proto(message: search_pb2.SearchRequest, prefix: str = "") -> SearchRequest:
+    """Validate and convert; errors name the field (with ``prefix`` for batch items)."""
+    try:
+        return SearchRequest(
+            query=message.query,
+            top_k=message.top_k or DEFAULT_TOP_K,
+            mode=message.mode or "hybrid",
+            fusion=fusion_from_proto(message.fusion, prefix + "fusion"),
+            rerank=message.rerank,
+            rerank_depth=message.rerank_depth or DEFAULT_RERANK_DEPTH,
+        )
+    except InvalidRequestError as exc:
+        if prefix and not exc.field.startswith(prefix):
+            raise InvalidRequestError(prefix + exc.field, exc.message) from None
+        raise
+
+
+def response_to_proto(
+    result: SearchResult, searcher: Searcher, mode: str, elapsed_ms: float
+) -> search_pb2.SearchResponse:
+    index = searcher.index
+    hits = []
+    for hit in result.hits:
+        document = index.document(hit.doc_id)
+        stages = search_pb2.StageScores()
+        for name in ("bm25", "dense", "fused", "rerank"):
+            value = getattr(hit, name)
+            if value is not None:
+                setattr(stages, name, value)
+        hits.append(
+            search_pb2.Hit(
+                doc_id=hit.doc_id,
+                score=hit.score,
+                rank=hit.rank,
+                title=document.title,
+                snippet=snippet(document),
+                stages=stages,
+            )
+        )
+    return search_pb2.SearchResponse(
+        hits=hits,
+        index_version=result.index_version,
+        server_time_ms=elapsed_ms,
+        reranker_version=result.reranker_version or "",
+        mode=mode,
+    )
+
+
+class SearchServicer(search_pb2_grpc.SearchServiceServicer):
+    """Serves one :class:`Searcher`; blocking work runs on ``executor`` threads."""
+
+    def __init__(self, searcher: Searcher, executor: Executor) -> None:
+        self.searcher = searcher
+        self._executor = executor
+
+    async def Search(
+        self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.SearchResponse:
+        started = time.perf_counter()
+        searcher = self.searcher
+        try:
+            search_request = request_from_proto(request)
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, searcher.search, search_request)
+            return response_to_proto(result, searcher, search_request.mode, (time.perf_counter() - started) * 1000)
+        except Exception as exc:
+            await abort_with(context, exc)
+            raise  # unreachable: abort raises
+
+    async def BatchSearch(
+        self, request: search_pb2.BatchSearchRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.BatchSearchResponse:
+        started = time.perf_counter()
+        searcher = self.searcher
+        try:
+            if not request.requests:
+                raise InvalidRequestError("requests", "must hold at least one request")
+            if len(request.requests) > MAX_BATCH:
+                raise InvalidRequestError("requests", f"holds {len(request.requests)}; the limit is {MAX_BATCH}")
+            converted = [request_from_proto(r, f"requests[{i}].") for i, r in enumerate(request.requests)]
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, searcher.batch_search, converted)
+            elapsed = (time.perf_counter() - started) * 1000
+            return search_pb2.BatchSearchResponse(
+                responses=[
+                    response_to_proto(result, searcher, req.mode, elapsed)
+                    for result, req in zip(results, converted, strict=True)
+                ]
+            )
+        except Exception as exc:
+            await abort_with(context, exc)
+            raise

