@@ -1,0 +1,242 @@
+"""The learned disambiguator: scores (mention, candidate) feature rows, and decides NIL.
+
+Two model types share one interface: a LightGBM binary classifier (``lightgbm``, the default
+for the benchmark linker) and an L2-regularized logistic regression on standardized features
+(``logistic``, for small training sets such as the demo's). Both output p(correct | features);
+a mention is NIL when its best candidate's probability is below ``nil_threshold``, chosen by
+cross-validation (see :mod:`linking.training`).
+
+A model directory holds ``model.json`` (type, feature names, threshold, weights or the LightGBM
+booster as text) and ``manifest.json`` (kind ``linker``, parents: the KB and the encoder).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from indexes import Manifest, checksum_files, code_version, library_versions, staged_directory, utc_now
+from linking.errors import ModelNotTrainedError
+from linking.features import FEATURE_NAMES
+
+logger = logging.getLogger(__name__)
+
+LINKER_KIND = "linker"
+LINKER_FORMAT_VERSION = 1
+MODEL_FILE = "model.json"
+MODEL_TYPES = ("lightgbm", "logistic")
+
+
+class Scorer(Protocol):
+    """Anything that scores feature rows (higher = more likely the right entity)."""
+
+    nil_threshold: float
+
+    def score(self, features: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class DisambiguatorConfig:
+    """Model type and hyperparameters (recorded in the model file and manifest)."""
+
+    model_type: str = "lightgbm"
+    n_estimators: int = 300
+    learning_rate: float = 0.03
+    num_leaves: int = 15
+    min_child_samples: int = 20
+    subsample: float = 0.8
+    colsample: float = 0.8
+    logistic_c: float = 1.0
+    seed: int = 13
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class PriorScorer:
+    """The baseline: score = 1 / alias rank (the alias table's first choice wins), no NIL."""
+
+    nil_threshold = 0.0
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        return features[:, FEATURE_NAMES.index("inv_alias_rank")].astype(np.float64) + 1e-3 * features[
+            :, FEATURE_NAMES.index("ctx_sim")
+        ]
+
+
+@dataclass
+class Disambiguator:
+    """A trained scorer over :data:`linking.features.FEATURE_NAMES`.
+
+    Example:
+        >>> model = Disambiguator.train(features, labels)  # doctest: +SKIP
+        >>> model.score(features[:3])  # doctest: +SKIP
+    """
+
+    config: DisambiguatorConfig = field(default_factory=DisambiguatorConfig)
+    nil_threshold: float = 0.0
+    feature_names: tuple[str, ...] = FEATURE_NAMES
+    _booster: Any = None
+    _weights: np.ndarray | None = None
+    _bias: float = 0.0
+    _mean: np.ndarray | None = None
+    _scale: np.ndarray | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def train(
+        cls, features: np.ndarray, labels: np.ndarray, config: DisambiguatorConfig | None = None
+    ) -> Disambiguator:
+        """Fit on feature rows and 0/1 labels (1 = the gold entity)."""
+        config = config or DisambiguatorConfig()
+        if config.model_type not in MODEL_TYPES:
+            raise ValueError(f"unknown model type {config.model_type!r} (choose {', '.join(MODEL_TYPES)})")
+        if features.shape[1] != len(FEATURE_NAMES):
+            raise ValueError(f"{features.shape[1]} feature columns, expected {len(FEATURE_NAMES)}")
+        labels = np.asarray(labels, dtype=np.int32)
+        if labels.min(initial=1) == labels.max(initial=0):
+            raise ValueError("training needs both correct and wrong candidates")
+        model = cls(config=config)
+        if config.model_type == "lightgbm":
+            import lightgbm
+
+            params = {
+                "objective": "binary",
+                "learning_rate": config.learning_rate,
+                "num_leaves": config.num_leaves,
+                "min_data_in_leaf": config.min_child_samples,
+                "bagging_fraction": config.subsample,
+                "bagging_freq": 1,
+                "feature_fraction": config.colsample,
+                "seed": config.seed,
+                "deterministic": True,
+                "num_threads": 1,
+                "verbose": -1,
+            }
+            dataset = lightgbm.Dataset(features, label=labels, feature_name=list(FEATURE_NAMES), free_raw_data=False)
+            model._booster = lightgbm.train(params, dataset, num_boost_round=config.n_estimators)
+        else:
+            from sklearn.linear_model import LogisticRegression
+
+            mean = features.mean(axis=0)
+            scale = features.std(axis=0)
+            scale[scale == 0] = 1.0
+            clf = LogisticRegression(C=config.logistic_c, max_iter=2000, random_state=config.seed)
+            clf.fit((features - mean) / scale, labels)
+            model._weights = clf.coef_[0].astype(np.float64)
+            model._bias = float(clf.intercept_[0])
+            model._mean, model._scale = mean.astype(np.float64), scale.astype(np.float64)
+        return model
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """p(correct) for each feature row."""
+        if len(features) == 0:
+            return np.zeros(0, dtype=np.float64)
+        if self._booster is not None:
+            return np.asarray(self._booster.predict(features), dtype=np.float64)
+        if self._weights is not None and self._mean is not None and self._scale is not None:
+            z = ((features - self._mean) / self._scale) @ self._weights + self._bias
+            return 1.0 / (1.0 + np.exp(-z))
+        raise ModelNotTrainedError("the disambiguator has not been trained or loaded")
+
+    def with_threshold(self, threshold: float) -> Disambiguator:
+        """The same model with another NIL threshold."""
+        self.nil_threshold = float(threshold)
+        return self
+
+    def feature_importance(self) -> dict[str, float]:
+        """Gain per feature (LightGBM) or |weight| (logistic), for reports."""
+        if self._booster is not None:
+            gains = self._booster.feature_importance(importance_type="gain")
+            return {n: float(g) for n, g in zip(FEATURE_NAMES, gains, strict=True)}
+        if self._weights is not None:
+            return {n: float(abs(w)) for n, w in zip(FEATURE_NAMES, self._weights, strict=True)}
+        return {}
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "model_type": self.config.model_type,
+            "config": self.config.to_dict(),
+            "feature_names": list(self.feature_names),
+            "nil_threshold": self.nil_threshold,
+        }
+        if self._booster is not None:
+            data["booster"] = self._booster.model_to_string()
+        elif self._weights is not None and self._mean is not None and self._scale is not None:
+            data["weights"] = self._weights.tolist()
+            data["bias"] = self._bias
+            data["mean"] = self._mean.tolist()
+            data["scale"] = self._scale.tolist()
+        else:
+            raise ModelNotTrainedError("cannot save an untrained disambiguator")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Disambiguator:
+        names = tuple(data["feature_names"])
+        if names != FEATURE_NAMES:
+            from indexes import IncompatibleArtifactError
+
+            raise IncompatibleArtifactError("the model was trained on other features; retrain it with this code")
+        model = cls(config=DisambiguatorConfig(**data["config"]), nil_threshold=float(data["nil_threshold"]))
+        if "booster" in data:
+            import lightgbm
+
+            model._booster = lightgbm.Booster(model_str=data["booster"])
+        else:
+            model._weights = np.asarray(data["weights"], dtype=np.float64)
+            model._bias = float(data["bias"])
+            model._mean = np.asarray(data["mean"], dtype=np.float64)
+            model._scale = np.asarray(data["scale"], dtype=np.float64)
+        return model
+
+    def save(
+        self,
+        directory: str | Path,
+        *,
+        parents: dict[str, str],
+        params: dict[str, Any],
+        inputs: dict[str, Any],
+        overwrite: bool = False,
+    ) -> Manifest:
+        """Write ``model.json`` and a manifest (kind ``linker``) atomically."""
+        with staged_directory(directory, overwrite=overwrite) as staging:
+            (staging / MODEL_FILE).write_text(json.dumps(self.to_dict()) + "\n", encoding="utf-8")
+            manifest = Manifest(
+                kind=LINKER_KIND,
+                format_version=LINKER_FORMAT_VERSION,
+                created_at=utc_now(),
+                files=checksum_files(staging),
+                params={**params, "model": self.config.to_dict(), "nil_threshold": self.nil_threshold},
+                inputs=inputs,
+                parents=parents,
+                metrics=self.metrics,
+                libraries=library_versions(),
+                code_version=code_version(),
+            )
+            manifest.write(staging)
+        logger.info("wrote linker model %s to %s", manifest.content_id, directory)
+        return manifest
+
+    @classmethod
+    def load(cls, directory: str | Path) -> tuple[Disambiguator, Manifest]:
+        """Read a model directory written by :meth:`save`, verifying checksums."""
+        directory = Path(directory)
+        manifest = Manifest.read(directory, kind=LINKER_KIND, max_format_version=LINKER_FORMAT_VERSION)
+        manifest.verify(directory)
+        try:
+            data = json.loads((directory / MODEL_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            from indexes import CorruptArtifactError
+
+            raise CorruptArtifactError(f"{directory / MODEL_FILE}: unreadable: {exc}") from exc
+        model = cls.from_dict(data)
+        model.metrics = dict(manifest.metrics)
+        return model, manifest

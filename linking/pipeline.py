@@ -1,0 +1,196 @@
+"""The entity linker: mention detection -> candidates -> features -> scores -> NIL -> coreference.
+
+Example:
+    >>> linker = EntityLinker(kb, encoder, model, detector=detector)  # doctest: +SKIP
+    >>> for link in linker.link("Michael Jordan starred in Creed."):  # doctest: +SKIP
+    ...     print(link.mention.surface, link.entity_id, round(link.score, 2))
+
+The encoder is injected (the server loads one and shares it with search). Each document costs
+one encoder call (all its mention contexts in one batch); entity vectors are computed once per
+KB and encoder (and cached on disk).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from linking.candidates import CandidateConfig, CandidateGenerator
+from linking.coreference import propagate_entities
+from linking.disambiguation import PriorScorer, Scorer
+from linking.entity_index import EntityIndex
+from linking.features import FeatureExtractor, mention_context
+from linking.kb import KnowledgeBase
+from linking.mentions import MentionDetector, label_for_span
+from linking.types import Candidate, Link, Mention
+from retrieval.dense import Encoder
+from retrieval.errors import InvalidRequestError
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 100_000
+
+
+@dataclass(frozen=True)
+class LinkerConfig:
+    """How the linker builds contexts and candidates."""
+
+    context_window: int = 200
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    coreference: bool = True
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """Per-request options.
+
+    Attributes:
+        top_candidates: how many scored candidates each link carries (the runner-ups).
+        nil_threshold: overrides the model's NIL threshold when set (0 = never NIL).
+        coreference: run in-document coreference propagation.
+        include_nil: return mentions judged NIL too (with ``entity_id=None``).
+    """
+
+    top_candidates: int = 5
+    nil_threshold: float | None = None
+    coreference: bool = True
+    include_nil: bool = True
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedDocument:
+    """A document's mentions, their candidates and the feature matrix of all pairs."""
+
+    text: str
+    mentions: tuple[Mention, ...]
+    candidates: tuple[tuple[Candidate, ...], ...]
+    features: np.ndarray
+
+    def groups(self) -> list[tuple[int, int]]:
+        """Row ranges of each mention's candidates in ``features``."""
+        out, row = [], 0
+        for cands in self.candidates:
+            out.append((row, row + len(cands)))
+            row += len(cands)
+        return out
+
+
+class EntityLinker:
+    """Links mentions in text to KB entities.
+
+    Args:
+        kb: the knowledge base.
+        encoder: the sentence encoder (shared with search).
+        scorer: a trained :class:`~linking.disambiguation.Disambiguator`; the prior baseline if None.
+        detector: mention detection for texts given without spans (and NER type cues for given spans).
+        entity_index: precomputed entity vectors; built (and cached) from ``kb`` and ``encoder`` if None.
+        config: context window, candidate limits, coreference default.
+    """
+
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        encoder: Encoder,
+        scorer: Scorer | None = None,
+        *,
+        detector: MentionDetector | None = None,
+        entity_index: EntityIndex | None = None,
+        config: LinkerConfig | None = None,
+    ) -> None:
+        self.kb = kb
+        self.encoder = encoder
+        self.scorer: Scorer = scorer if scorer is not None else PriorScorer()
+        self.detector = detector
+        self.config = config or LinkerConfig()
+        self.entity_index = entity_index if entity_index is not None else EntityIndex.build(kb, encoder)
+        self.generator = CandidateGenerator(kb, self.entity_index, self.config.candidates)
+        self.extractor = FeatureExtractor(kb, self.entity_index)
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def detect(self, text: str) -> list[Mention]:
+        """Mentions found by the detector (an error if the linker has none)."""
+        if self.detector is None:
+            raise InvalidRequestError("mentions", "this linker has no mention detector; give mention spans")
+        return self.detector.detect(text)
+
+    def label_mentions(self, text: str, mentions: Sequence[Mention]) -> list[Mention]:
+        """Given spans with the NER label of the entity overlapping them (type cues), if a detector exists."""
+        if self.detector is None or all(m.label is not None for m in mentions):
+            return list(mentions)
+        spans = self.detector.ner_spans([text])[0]
+        return [m if m.label is not None else replace(m, label=label_for_span(spans, m.start, m.end)) for m in mentions]
+
+    def prepare(self, text: str, mentions: Sequence[Mention]) -> PreparedDocument:
+        """Candidates and features of every mention: one encoder call for the document."""
+        contexts = [mention_context(text, m, self.config.context_window) for m in mentions]
+        vectors = self.encoder.encode(contexts) if contexts else np.zeros((0, self.entity_index.vectors.shape[1]), np.float32)
+        candidates = self.generator.generate_batch([m.surface for m in mentions], vectors)
+        features = self.extractor.document_features(text, mentions, candidates, vectors)
+        return PreparedDocument(text, tuple(mentions), tuple(tuple(c) for c in candidates), features)
+
+    def decide(self, prepared: PreparedDocument, scores: np.ndarray, options: LinkOptions | None = None) -> list[Link]:
+        """Links from candidate scores: best candidate, NIL below the threshold, then coreference."""
+        options = options or LinkOptions()
+        threshold = options.nil_threshold if options.nil_threshold is not None else self.scorer.nil_threshold
+        links = []
+        for mention, cands, (lo, hi) in zip(prepared.mentions, prepared.candidates, prepared.groups(), strict=True):
+            scored = sorted(
+                (replace(c, score=float(s)) for c, s in zip(cands, scores[lo:hi], strict=True)),
+                key=lambda c: -c.score,
+            )
+            if not scored:
+                links.append(Link(mention, None, 0.0, ()))
+                continue
+            best = scored[0]
+            entity = best.entity_id if best.score >= threshold else None
+            links.append(Link(mention, entity, best.score, tuple(scored)))
+        if options.coreference and self.config.coreference:
+            links = propagate_entities(links, self.kb)
+        return [replace(link, candidates=link.candidates[: max(options.top_candidates, 0)]) for link in links]
+
+    # -- entry points ---------------------------------------------------------------------------
+
+    def link(self, text: str, mentions: Sequence[Mention] | None = None, options: LinkOptions | None = None) -> list[Link]:
+        """Link ``text``: detect mentions (or use the given spans), score their candidates, decide.
+
+        Raises :class:`InvalidRequestError` for an empty or oversized text or spans outside it.
+        """
+        options = options or LinkOptions()
+        validate_request(text, mentions, options)
+        if mentions is None:
+            mentions = self.detect(text)
+        else:
+            mentions = self.label_mentions(text, mentions)
+        if not mentions:
+            return []
+        prepared = self.prepare(text, mentions)
+        links = self.decide(prepared, self.scorer.score(prepared.features), options)
+        if not options.include_nil:
+            links = [link for link in links if link.entity_id is not None]
+        return links
+
+    def link_batch(
+        self, texts: Sequence[str], mentions: Sequence[Sequence[Mention] | None] | None = None, options: LinkOptions | None = None
+    ) -> list[list[Link]]:
+        """Link several texts (a loop over :meth:`link`; each document is one encoder batch)."""
+        given = mentions if mentions is not None else [None] * len(texts)
+        return [self.link(t, m, options) for t, m in zip(texts, given, strict=True)]
+
+
+def validate_request(text: str, mentions: Sequence[Mention] | None, options: LinkOptions) -> None:
+    """Raise :class:`InvalidRequestError` naming the bad field."""
+    if not text or not text.strip():
+        raise InvalidRequestError("text", "must not be empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidRequestError("text", f"longer than {MAX_TEXT_CHARS} characters")
+    if options.top_candidates < 0 or options.top_candidates > 100:
+        raise InvalidRequestError("options.top_candidates", "must be between 0 and 100")
+    if options.nil_threshold is not None and not 0.0 <= options.nil_threshold <= 1.0:
+        raise InvalidRequestError("options.nil_threshold", "must be between 0 and 1")
+    for i, m in enumerate(mentions or ()):
+        if not 0 <= m.start < m.end <= len(text):
+            raise InvalidRequestError(f"mentions[{i}]", f"span {m.start}-{m.end} is not inside the text")

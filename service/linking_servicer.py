@@ -1,0 +1,149 @@
+"""LinkingService: converts messages, calls the linker, converts back. Plus loading the linker.
+
+``load_linker`` builds the linker the server serves: a KB directory and a model directory when
+given, else the demo KB shipped in ``service/demo/kb`` with a small disambiguator trained at
+start-up on the demo's own documents (``train.jsonl`` there, written by us; no benchmark data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from linking import (
+    Disambiguator,
+    DisambiguatorConfig,
+    EntityLinker,
+    KnowledgeBase,
+    LinkOptions,
+    Mention,
+    MentionDetector,
+    load_spacy,
+    prepare_documents,
+    read_benchmark,
+    train_disambiguator,
+)
+from linking.types import Link
+from retrieval.dense import Encoder
+from retrieval.errors import InvalidRequestError
+from service.errors import abort_with
+from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+DEMO_KB_DIR = Path(__file__).resolve().parent / "demo" / "kb"
+DEMO_TRAINING = DEMO_KB_DIR / "train.jsonl"
+
+
+@dataclass
+class LoadedLinker:
+    """A linker and the versions of the artifacts behind it."""
+
+    linker: EntityLinker
+    kb_version: str
+    model_version: str
+
+
+def load_linker(encoder: Encoder, kb_dir: Path | None = None, model_dir: Path | None = None) -> LoadedLinker:
+    """The served linker: ``kb_dir`` + ``model_dir``, or the demo KB with a model trained on the demo documents."""
+    detector = MentionDetector(load_spacy())
+    if kb_dir is not None:
+        kb = KnowledgeBase.load(kb_dir)
+        kb_version = kb.manifest.version if kb.manifest is not None else "kb@unknown"
+    else:
+        kb = KnowledgeBase.from_files([DEMO_KB_DIR / "entities.jsonl"], [DEMO_KB_DIR / "aliases.tsv"])
+        kb_version = f"kb@demo-{kb.content_id}"
+    linker = EntityLinker(kb, encoder, detector=detector)
+    if model_dir is not None:
+        model, manifest = Disambiguator.load(model_dir)
+        linker.scorer = model
+        model_version = manifest.version
+    elif kb_dir is None:
+        model = train_disambiguator(
+            prepare_documents(linker, read_benchmark(DEMO_TRAINING), "demo"),
+            DisambiguatorConfig(model_type="logistic"),
+        )
+        linker.scorer = model
+        model_version = "linker@demo"
+    else:
+        model_version = "prior-baseline"
+    logger.info("linking: %s (%d entities), %s", kb_version, len(kb), model_version)
+    return LoadedLinker(linker, kb_version, model_version)
+
+
+def options_from_proto(message: linking_pb2.LinkOptions) -> LinkOptions:
+    """Overlay the set fields of ``message`` on the defaults."""
+    defaults = LinkOptions()
+    return LinkOptions(
+        top_candidates=message.top_candidates if message.HasField("top_candidates") else defaults.top_candidates,
+        nil_threshold=message.nil_threshold if message.HasField("nil_threshold") else None,
+        coreference=message.coreference if message.HasField("coreference") else defaults.coreference,
+        include_nil=message.include_nil if message.HasField("include_nil") else defaults.include_nil,
+    )
+
+
+def mentions_from_proto(request: linking_pb2.LinkRequest) -> list[Mention] | None:
+    """Given spans as mentions (None when there are none); a span outside the text names its field."""
+    if not request.mentions:
+        return None
+    text = request.text
+    mentions = []
+    for i, span in enumerate(request.mentions):
+        if not 0 <= span.start < span.end <= len(text):
+            raise InvalidRequestError(f"mentions[{i}]", f"span {span.start}-{span.end} is not inside the text")
+        mentions.append(Mention(span.start, span.end, text[span.start : span.end]))
+    return mentions
+
+
+def link_to_proto(link: Link, kb: KnowledgeBase) -> linking_pb2.LinkedMention:
+    def name(entity_id: str) -> str:
+        return kb.entity(entity_id).name if entity_id in kb else entity_id
+
+    return linking_pb2.LinkedMention(
+        start=link.mention.start,
+        end=link.mention.end,
+        surface=link.mention.surface,
+        entity_id=link.entity_id or "",
+        name=name(link.entity_id) if link.entity_id is not None else "",
+        score=link.score,
+        nil=link.entity_id is None,
+        label=link.mention.label or "",
+        coreferent=link.coreferent,
+        candidates=[
+            linking_pb2.CandidateScore(entity_id=c.entity_id, name=name(c.entity_id), score=c.score)
+            for c in link.candidates
+        ],
+    )
+
+
+class LinkingServicer(linking_pb2_grpc.LinkingServiceServicer):
+    """Serves one :class:`LoadedLinker`; the blocking work runs on ``executor`` threads."""
+
+    def __init__(self, loaded: LoadedLinker, executor: Executor) -> None:
+        self.loaded = loaded
+        self._executor = executor
+
+    async def Link(self, request: linking_pb2.LinkRequest, context: grpc.aio.ServicerContext) -> linking_pb2.LinkResponse:
+        started = time.perf_counter()
+        linker = self.loaded.linker
+        try:
+            options = options_from_proto(request.options)
+            mentions = mentions_from_proto(request)
+            links = await asyncio.get_running_loop().run_in_executor(
+                self._executor, linker.link, request.text, mentions, options
+            )
+            return linking_pb2.LinkResponse(
+                mentions=[link_to_proto(link, linker.kb) for link in links],
+                kb_version=self.loaded.kb_version,
+                model_version=self.loaded.model_version,
+                server_time_ms=(time.perf_counter() - started) * 1000,
+            )
+        except Exception as exc:
+            await abort_with(context, exc)
+            raise  # unreachable: abort raises
