@@ -89,8 +89,12 @@ class BM25Index:
         if len(texts) != len(doc_ids):
             raise ValueError("texts and doc_ids differ in length")
         corpus_tokens = tokenizer.tokenize_many(list(texts))
+        # bm25s numbers the vocabulary in set order, which changes with PYTHONHASHSEED; give it
+        # a sorted vocabulary so the same corpus always yields byte-identical index files.
+        vocab = {term: i for i, term in enumerate(sorted({t for tokens in corpus_tokens for t in tokens}))}
+        corpus_ids = [[vocab[t] for t in tokens] for tokens in corpus_tokens]
         model = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
-        model.index(corpus_tokens, show_progress=show_progress)
+        model.index((corpus_ids, vocab), show_progress=show_progress)
         return cls(model, list(doc_ids), tokenizer, config)
 
     def query_term_ids(self, query: str) -> np.ndarray:
