@@ -17,6 +17,8 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "service.cli.search",
     "service.cli.serve",
+    "service.cli.link",
+    "service.cli.compare",
 )
 
 
