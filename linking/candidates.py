@@ -93,12 +93,10 @@ class CandidateGenerator:
             add(entry.entity_id, "alias", alias_rank=entry.rank)
         # Keep room for dense candidates: the name generators fill at most k - dense_k slots.
         name_budget = max(cfg.k - cfg.dense_k, 1)
-        variants = 0
-        for entity_id in self.kb.variant_lookup(surface):
-            if variants >= cfg.max_variants or (len(merged) >= name_budget and entity_id not in merged):
+        for entity_id in self.kb.variant_lookup(surface)[: cfg.max_variants]:
+            if len(merged) >= name_budget and entity_id not in merged:
                 break
             add(entity_id, "variant")
-            variants += 1
         if not merged:
             for key, score in self.kb.fuzzy_keys(surface, cutoff=cfg.fuzzy_cutoff):
                 for entity_id in self.kb.key_entities(key)[:10]:

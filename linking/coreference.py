@@ -42,7 +42,9 @@ def propagate_entities(links: Sequence[Link], kb: KnowledgeBase) -> list[Link]:
                 continue
             if other.entity_id not in kb.variant_lookup(link.mention.surface):
                 continue
-            distance = abs(link.mention.start - other.mention.start) + (0 if other.mention.start < link.mention.start else 10**6)
+            distance = abs(link.mention.start - other.mention.start) + (
+                0 if other.mention.start < link.mention.start else 10**6
+            )
             rank = (len(words[j]), -distance, j)
             if best is None or rank > best:
                 best = rank

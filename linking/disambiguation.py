@@ -64,9 +64,10 @@ class PriorScorer:
     nil_threshold = 0.0
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        return features[:, FEATURE_NAMES.index("inv_alias_rank")].astype(np.float64) + 1e-3 * features[
-            :, FEATURE_NAMES.index("ctx_sim")
-        ]
+        return (
+            features[:, FEATURE_NAMES.index("inv_alias_rank")].astype(np.float64)
+            + 1e-3 * features[:, FEATURE_NAMES.index("ctx_sim")]
+        )
 
 
 @dataclass

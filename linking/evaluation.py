@@ -19,37 +19,42 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from linking.errors import BenchmarkFormatError
-from linking.types import Candidate, GoldMention, Link, LinkingDocument
+from linking.types import Candidate, GoldMention, Link, LinkingDocument, Mention
+
+if TYPE_CHECKING:
+    from linking.pipeline import EntityLinker, LinkOptions
 
 
 def read_benchmark(path: str | Path) -> list[LinkingDocument]:
-    """Read a benchmark file (JSON lines: ``id``, ``text``, ``mentions`` with ``start``, ``end``, ``surface``, ``entity``)."""
+    """Read a benchmark file.
+
+    JSON lines: ``id``, ``text``, ``mentions`` with ``start``, ``end``, ``surface``, ``entity``.
+    """
     path = Path(path)
     documents = []
     try:
-        handle = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise BenchmarkFormatError(path, 0, f"cannot read: {exc.strerror}") from exc
-    with handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text = row["text"]
-                mentions = []
-                for m in row.get("mentions", []):
-                    start, end = int(m["start"]), int(m["end"])
-                    if not 0 <= start < end <= len(text):
-                        raise ValueError(f"span {start}-{end} outside the text")
-                    entity = m.get("entity")
-                    mentions.append(GoldMention(start, end, m.get("surface", text[start:end]), entity or None))
-                documents.append(LinkingDocument(str(row.get("id", line_no)), text, tuple(mentions)))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise BenchmarkFormatError(path, line_no, f"bad document: {exc}") from exc
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchmarkFormatError(path, 0, f"cannot read: {exc}") from exc
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            text = row["text"]
+            mentions = []
+            for m in row.get("mentions", []):
+                start, end = int(m["start"]), int(m["end"])
+                if not 0 <= start < end <= len(text):
+                    raise ValueError(f"span {start}-{end} outside the text")
+                entity = m.get("entity")
+                mentions.append(GoldMention(start, end, m.get("surface", text[start:end]), entity or None))
+            documents.append(LinkingDocument(str(row.get("id", line_no)), text, tuple(mentions)))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise BenchmarkFormatError(path, line_no, f"bad document: {exc}") from exc
     return documents
 
 
@@ -117,7 +122,9 @@ class EvaluationResult:
     errors: list[MentionError] = field(default_factory=list)
 
     def candidate_recall(self) -> dict[int, float]:
-        return {k: (hits / self.gold_linkable if self.gold_linkable else 0.0) for k, hits in self.candidate_hits.items()}
+        return {
+            k: (hits / self.gold_linkable if self.gold_linkable else 0.0) for k, hits in self.candidate_hits.items()
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` output: ``precision``, ``recall``, ``f1``, ``candidate_recall``, ``mentions``."""
@@ -148,10 +155,13 @@ def score_document(
     result: EvaluationResult,
     *,
     ks: Iterable[int] = RECALL_KS,
+    generated: Sequence[Sequence[str]] | None = None,
 ) -> None:
     """Add one document's counts (and errors, candidate recall) to ``result``.
 
     In ED mode ``links`` must be one per gold mention, same spans; in e2e mode any spans.
+    ``generated`` (one list per link) gives the candidates in generation order for recall@k;
+    without it, the links' scored candidates are used.
     """
     gold_by_span = {(g.start, g.end): g for g in document.mentions}
     ks = tuple(ks)
@@ -159,12 +169,12 @@ def score_document(
         result.candidate_hits.setdefault(k, 0)
     counts = PRFCounts()
     matched_gold: set[tuple[int, int]] = set()
-    for link in links:
+    for position, link in enumerate(links):
         span = (link.mention.start, link.mention.end)
         gold = gold_by_span.get(span)
         result.mentions += 1
         if gold is not None and gold.entity_id is not None:
-            ranked = [c.entity_id for c in link.candidates]
+            ranked = list(generated[position]) if generated is not None else [c.entity_id for c in link.candidates]
             result.gold_linkable += 1
             matched_gold.add(span)
             for k in ks:
@@ -200,3 +210,36 @@ def _error(document: LinkingDocument, link: Link, gold: str | None) -> MentionEr
     return MentionError(
         document.doc_id, m.start, m.end, m.surface, gold, link.entity_id, _candidates_summary(link.candidates)
     )
+
+
+def evaluate_linker(
+    linker: EntityLinker,
+    documents: Sequence[LinkingDocument],
+    mode: str,
+    options: LinkOptions | None = None,
+) -> EvaluationResult:
+    """Run ``linker`` on ``documents`` and score it.
+
+    ``mode="ed"`` links the gold spans (with NER labels as type cues); ``mode="e2e"`` detects
+    mentions first. Candidate recall@k is over the generated candidates, in generation order.
+    """
+    from linking.pipeline import LinkOptions
+
+    if mode not in ("ed", "e2e"):
+        raise ValueError(f"mode must be 'ed' or 'e2e', not {mode!r}")
+    options = options or LinkOptions(top_candidates=30)
+    result = EvaluationResult(mode)
+    for document in documents:
+        if mode == "ed":
+            given = [Mention(g.start, g.end, document.text[g.start : g.end]) for g in document.mentions]
+            mentions = linker.label_mentions(document.text, given)
+        else:
+            mentions = linker.detect(document.text)
+        if not mentions:
+            score_document(document, [], mode, result)
+            continue
+        prepared = linker.prepare(document.text, mentions)
+        links = linker.decide(prepared, linker.scorer.score(prepared.features), options)
+        generated = [[c.entity_id for c in cands] for cands in prepared.candidates]
+        score_document(document, links, mode, result, generated=generated)
+    return result

@@ -208,7 +208,9 @@ class FeatureExtractor:
             return coherence
         # one representative mention per distinct surface: its top candidates in prior order
         reps = {s: idx[0] for s, idx in by_surface.items()}
-        rep_rows = {s: list(range(groups[i][0], min(groups[i][1], groups[i][0] + COHERENCE_TOP))) for s, i in reps.items()}
+        rep_rows = {
+            s: list(range(groups[i][0], min(groups[i][1], groups[i][0] + COHERENCE_TOP))) for s, i in reps.items()
+        }
         all_rows = [r for rows in rep_rows.values() for r in rows]
         sims = vectors @ vectors[all_rows].T  # (n_pairs, n_top_rows)
         column = 0

@@ -59,18 +59,17 @@ def read_entities(path: str | Path) -> list[Entity]:
     path = Path(path)
     entities: list[Entity] = []
     try:
-        handle = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise KBFormatError(path, 0, f"cannot read: {exc.strerror}") from exc
-    with handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise KBFormatError(path, line_no, f"not valid JSON: {exc.msg}") from exc
-            entities.append(_entity_from_row(row, path, line_no))
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KBFormatError(path, 0, f"cannot read: {exc}") from exc
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise KBFormatError(path, line_no, f"not valid JSON: {exc.msg}") from exc
+        entities.append(_entity_from_row(row, path, line_no))
     return entities
 
 
@@ -91,9 +90,7 @@ def _entity_from_row(row: Any, path: Path, line_no: int) -> Entity:
         raise KBFormatError(path, line_no, f"entity {entity_id!r}: 'aliases' must be a list of strings")
     entity_type = row.get("type")
     if entity_type is not None and entity_type not in ENTITY_TYPES:
-        raise KBFormatError(
-            path, line_no, f"entity {entity_id!r}: 'type' must be one of {', '.join(ENTITY_TYPES)}"
-        )
+        raise KBFormatError(path, line_no, f"entity {entity_id!r}: 'type' must be one of {', '.join(ENTITY_TYPES)}")
     popularity = row.get("popularity")
     if popularity is not None and (isinstance(popularity, bool) or not isinstance(popularity, int | float)):
         raise KBFormatError(path, line_no, f"entity {entity_id!r}: 'popularity' must be a number")
@@ -180,9 +177,7 @@ class KnowledgeBase:
             self._aliases[entry.alias].append(entry)
         for entries in self._aliases.values():
             entries.sort(key=lambda e: e.rank)
-        self._types = {
-            eid: e.entity_type or guess_entity_type(e.description) for eid, e in self._entities.items()
-        }
+        self._types = {eid: e.entity_type or guess_entity_type(e.description) for eid, e in self._entities.items()}
         self._popularity = self._compute_popularity()
         self._normalized = self._build_normalized_index()
         self._variants = self._build_variant_index()
@@ -211,7 +206,9 @@ class KnowledgeBase:
         for path in alias_paths:
             for entry, line_no in read_aliases(path):
                 if entry.entity_id not in entities:
-                    raise KBFormatError(path, line_no, f"alias {entry.alias!r} refers to unknown entity {entry.entity_id!r}")
+                    raise KBFormatError(
+                        path, line_no, f"alias {entry.alias!r} refers to unknown entity {entry.entity_id!r}"
+                    )
                 key = (entry.alias, entry.entity_id)
                 if key not in aliases or aliases[key].rank > entry.rank:
                     aliases[key] = entry
@@ -244,8 +241,11 @@ class KnowledgeBase:
                 created_at=utc_now(),
                 files=checksum_files(staging),
                 inputs=inputs or {},
-                stats={"entities": len(self._entities), "aliases": len(self._aliases),
-                       "alias_entries": sum(len(v) for v in self._aliases.values())},
+                stats={
+                    "entities": len(self._entities),
+                    "aliases": len(self._aliases),
+                    "alias_entries": sum(len(v) for v in self._aliases.values()),
+                },
                 libraries=library_versions(),
                 code_version=code_version(),
             )
@@ -378,9 +378,7 @@ class KnowledgeBase:
                 key = normalize_alias(alias)
                 if key:
                     index[key].add(entity_id)
-        return {
-            key: sorted(ids, key=lambda eid: (-self._popularity.get(eid, 0.0), eid)) for key, ids in index.items()
-        }
+        return {key: sorted(ids, key=lambda eid: (-self._popularity.get(eid, 0.0), eid)) for key, ids in index.items()}
 
 
 def _numbered(entities: list[Entity], path: str | Path) -> Iterable[tuple[int, Entity]]:

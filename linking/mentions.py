@@ -86,7 +86,8 @@ class MentionDetector:
     def ner_spans(self, texts: Sequence[str]) -> list[list[Mention]]:
         """All NER entities of each text (every label, untrimmed), for type cues on given mentions."""
         return [
-            [Mention(e.start_char, e.end_char, e.text, e.label_) for e in doc.ents] for doc in self.nlp.pipe(list(texts))
+            [Mention(e.start_char, e.end_char, e.text, e.label_) for e in doc.ents]
+            for doc in self.nlp.pipe(list(texts))
         ]
 
     def _from_doc(self, doc: Any) -> list[Mention]:

@@ -16,6 +16,7 @@ import re
 import unicodedata
 
 _PUNCT = re.compile(r"[^\w\s]", flags=re.UNICODE)
+_DROPPED = re.compile(r"[.'’]")
 _SPACES = re.compile(r"\s+")
 _PAREN = re.compile(r"\s*\([^)]*\)\s*$")
 _LEADING_ARTICLE = re.compile(r"^the\s+")
@@ -62,8 +63,11 @@ def normalize_alias(text: str) -> str:
         'beatles'
         >>> normalize_alias("Al-Maliki")
         'al maliki'
+        >>> normalize_alias("U.N.")
+        'un'
     """
     key = strip_diacritics(text).casefold()
+    key = _DROPPED.sub("", key)  # "U.N." -> "un", "O'Neil" -> "oneil"
     key = _PUNCT.sub(" ", key)
     key = _SPACES.sub(" ", key).strip()
     stripped = _LEADING_ARTICLE.sub("", key)

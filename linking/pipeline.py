@@ -127,7 +127,9 @@ class EntityLinker:
     def prepare(self, text: str, mentions: Sequence[Mention]) -> PreparedDocument:
         """Candidates and features of every mention: one encoder call for the document."""
         contexts = [mention_context(text, m, self.config.context_window) for m in mentions]
-        vectors = self.encoder.encode(contexts) if contexts else np.zeros((0, self.entity_index.vectors.shape[1]), np.float32)
+        vectors = (
+            self.encoder.encode(contexts) if contexts else np.zeros((0, self.entity_index.vectors.shape[1]), np.float32)
+        )
         candidates = self.generator.generate_batch([m.surface for m in mentions], vectors)
         features = self.extractor.document_features(text, mentions, candidates, vectors)
         return PreparedDocument(text, tuple(mentions), tuple(tuple(c) for c in candidates), features)
@@ -154,17 +156,16 @@ class EntityLinker:
 
     # -- entry points ---------------------------------------------------------------------------
 
-    def link(self, text: str, mentions: Sequence[Mention] | None = None, options: LinkOptions | None = None) -> list[Link]:
+    def link(
+        self, text: str, mentions: Sequence[Mention] | None = None, options: LinkOptions | None = None
+    ) -> list[Link]:
         """Link ``text``: detect mentions (or use the given spans), score their candidates, decide.
 
         Raises :class:`InvalidRequestError` for an empty or oversized text or spans outside it.
         """
         options = options or LinkOptions()
         validate_request(text, mentions, options)
-        if mentions is None:
-            mentions = self.detect(text)
-        else:
-            mentions = self.label_mentions(text, mentions)
+        mentions = self.detect(text) if mentions is None else self.label_mentions(text, mentions)
         if not mentions:
             return []
         prepared = self.prepare(text, mentions)
@@ -174,7 +175,10 @@ class EntityLinker:
         return links
 
     def link_batch(
-        self, texts: Sequence[str], mentions: Sequence[Sequence[Mention] | None] | None = None, options: LinkOptions | None = None
+        self,
+        texts: Sequence[str],
+        mentions: Sequence[Sequence[Mention] | None] | None = None,
+        options: LinkOptions | None = None,
     ) -> list[list[Link]]:
         """Link several texts (a loop over :meth:`link`; each document is one encoder batch)."""
         given = mentions if mentions is not None else [None] * len(texts)

@@ -67,7 +67,9 @@ def gold_mentions(linker: EntityLinker, document: LinkingDocument) -> list[Menti
     return linker.label_mentions(document.text, mentions)
 
 
-def prepare_documents(linker: EntityLinker, documents: Sequence[LinkingDocument], dataset: str) -> list[TrainingDocument]:
+def prepare_documents(
+    linker: EntityLinker, documents: Sequence[LinkingDocument], dataset: str
+) -> list[TrainingDocument]:
     """Candidates, features and 0/1 labels of every gold mention of ``documents``."""
     out = []
     for document in documents:
@@ -91,7 +93,9 @@ def stack(documents: Sequence[TrainingDocument]) -> tuple[np.ndarray, np.ndarray
     )
 
 
-def train_disambiguator(documents: Sequence[TrainingDocument], config: DisambiguatorConfig | None = None) -> Disambiguator:
+def train_disambiguator(
+    documents: Sequence[TrainingDocument], config: DisambiguatorConfig | None = None
+) -> Disambiguator:
     """Fit a disambiguator on all rows of ``documents``."""
     features, labels = stack(documents)
     return Disambiguator.train(features, labels, config)
@@ -135,10 +139,14 @@ def cross_validate(
     documents = [documents[i] for i in originals]
     by_threshold = {}
     for t in THRESHOLDS:
-        results = evaluate_prepared(linker, documents, scores, LinkOptions(nil_threshold=t, coreference=coreference, top_candidates=30))
+        results = evaluate_prepared(
+            linker, documents, scores, LinkOptions(nil_threshold=t, coreference=coreference, top_candidates=30)
+        )
         by_threshold[t] = results["all"].counts.f1
     best = max(by_threshold, key=lambda t: (by_threshold[t], -t))
-    results = evaluate_prepared(linker, documents, scores, LinkOptions(nil_threshold=best, coreference=coreference, top_candidates=30))
+    results = evaluate_prepared(
+        linker, documents, scores, LinkOptions(nil_threshold=best, coreference=coreference, top_candidates=30)
+    )
     cv = CrossValidation(
         threshold=best,
         f1_by_dataset={k: round(v.counts.f1, 4) for k, v in results.items() if k != "all"},

@@ -1,0 +1,207 @@
+"""``sleuth kb build``, ``sleuth link``, ``sleuth train linker``, ``sleuth eval link``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from indexes import ArtifactError, sha256_file
+from linking import (
+    BenchmarkFormatError,
+    Disambiguator,
+    DisambiguatorConfig,
+    EntityLinker,
+    KnowledgeBase,
+    LinkingError,
+    LinkOptions,
+    MentionDetector,
+    cross_validate,
+    file_inputs,
+    load_spacy,
+    prepare_documents,
+    read_benchmark,
+    shorten_person_mentions,
+    train_disambiguator,
+)
+from linking.evaluation import evaluate_linker
+from retrieval.errors import InvalidRequestError
+
+logger = logging.getLogger(__name__)
+
+USER_ERRORS: tuple[type[BaseException], ...] = (LinkingError, ArtifactError, InvalidRequestError, BenchmarkFormatError)
+
+
+def register(groups: Any) -> None:
+    """Add the linking commands to the ``sleuth`` parser."""
+    kb = groups.group("kb", "knowledge bases for entity linking")
+    build = kb.add_parser("build", help="build a KB directory from entity and alias files")
+    build.add_argument("--entities", type=Path, action="append", required=True, help="entities JSON lines (repeatable)")
+    build.add_argument("--aliases", type=Path, action="append", default=[], help="alias TSV (repeatable)")
+    build.add_argument("--out", type=Path, required=True, help="KB directory to write")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing KB directory")
+    build.set_defaults(func=run_kb_build)
+
+    link = groups.root.add_parser("link", help="link the entity mentions of a text")
+    link.add_argument("text", help="the text to link")
+    link.add_argument("--kb", type=Path, help="KB directory (default: the demo KB)")
+    link.add_argument("--model", type=Path, help="linker model directory (default: demo model / prior baseline)")
+    link.add_argument("--top", type=int, default=3, help="runner-up candidates to show (default 3)")
+    link.add_argument("--json", action="store_true", help="print JSON")
+    link.set_defaults(func=run_link)
+
+    train = groups.group("train", "train models")
+    linker = train.add_parser("linker", help="train the entity-linking disambiguator")
+    linker.add_argument("--kb", type=Path, required=True, help="KB directory")
+    linker.add_argument(
+        "--benchmark", type=Path, action="append", required=True, help="training documents (repeatable)"
+    )
+    linker.add_argument("--out", type=Path, required=True, help="model directory to write")
+    linker.add_argument("--model-type", choices=("lightgbm", "logistic"), default="lightgbm")
+    linker.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by document (default 5)")
+    linker.add_argument("--no-augment", action="store_true", help="do not add short-name copies of the documents")
+    linker.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    linker.set_defaults(func=run_train_linker)
+
+    evaluate = groups.group("eval", "offline evaluation")
+    ev = evaluate.add_parser("link", help="score entity linking on a benchmark (micro P/R/F1)")
+    ev.add_argument("--kb", type=Path, required=True, help="KB directory")
+    ev.add_argument("--model", type=Path, help="linker model directory (default: the prior baseline)")
+    ev.add_argument("--benchmark", type=Path, required=True, help="benchmark documents (JSON lines)")
+    ev.add_argument("--mode", choices=("ed", "e2e"), default="ed", help="ed: gold mentions given; e2e: detected")
+    ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.add_argument("--errors", type=Path, help="write each wrong mention (JSON lines) here")
+    ev.set_defaults(func=run_eval_link)
+
+
+def _encoder() -> Any:
+    from retrieval.dense import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder()
+
+
+def _linker(kb_dir: Path, model_dir: Path | None) -> EntityLinker:
+    kb = KnowledgeBase.load(kb_dir)
+    linker = EntityLinker(kb, _encoder(), detector=MentionDetector(load_spacy()))
+    if model_dir is not None:
+        model, manifest = Disambiguator.load(model_dir)
+        if kb.manifest is not None and manifest.parents.get("kb") not in (None, kb.manifest.content_id):
+            logger.warning(
+                "model %s was trained with KB %s, not %s (fine if the KB only grew)",
+                manifest.version,
+                manifest.parents.get("kb"),
+                kb.manifest.content_id,
+            )
+        linker.scorer = model
+    return linker
+
+
+def run_kb_build(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    kb = KnowledgeBase.from_files(args.entities, args.aliases)
+    manifest = kb.save(args.out, inputs=file_inputs(args.entities, args.aliases), overwrite=args.overwrite)
+    print(
+        f"{manifest.version}: {len(kb)} entities, {kb.alias_count()} aliases -> {args.out} "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+    return 0
+
+
+def run_link(args: argparse.Namespace) -> int:
+    if args.kb is None:
+        from service.linking_servicer import load_linker
+
+        linker = load_linker(_encoder(), None, args.model).linker
+    else:
+        linker = _linker(args.kb, args.model)
+    links = linker.link(args.text, options=LinkOptions(top_candidates=max(args.top, 1)))
+    rows = [
+        {
+            "start": link.mention.start,
+            "end": link.mention.end,
+            "surface": link.mention.surface,
+            "label": link.mention.label,
+            "entity": link.entity_id,
+            "score": round(link.score, 4),
+            "coreferent": link.coreferent,
+            "candidates": [{"entity": c.entity_id, "score": round(c.score, 4)} for c in link.candidates],
+        }
+        for link in links
+    ]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    for row in rows:
+        entity = row["entity"] if row["entity"] is not None else "NIL"
+        others = ", ".join(f"{c['entity']} {c['score']:.3f}" for c in row["candidates"][1 : args.top + 1])
+        print(
+            f"{row['start']}-{row['end']}\t{row['surface']}\t-> {entity}\t{row['score']:.3f}"
+            + (" (coref)" if row["coreferent"] else "")
+            + (f"\t[{others}]" if others else "")
+        )
+    return 0
+
+
+def run_train_linker(args: argparse.Namespace) -> int:
+    if args.folds < 2:
+        raise InvalidRequestError("--folds", "must be at least 2")
+    linker = _linker(args.kb, None)
+    documents = []
+    for path in args.benchmark:
+        originals = read_benchmark(path)
+        documents += prepare_documents(linker, originals, path.stem)
+        if not args.no_augment:
+            documents += prepare_documents(linker, shorten_person_mentions(originals, linker.kb), path.stem)
+    config = DisambiguatorConfig(model_type=args.model_type)
+    cv = cross_validate(linker, documents, config, folds=args.folds)
+    model = train_disambiguator(documents, config).with_threshold(cv.threshold)
+    model.metrics = cv.to_dict()
+    kb_id = linker.kb.manifest.content_id if linker.kb.manifest is not None else linker.kb.content_id
+    manifest = model.save(
+        args.out,
+        parents={"kb": kb_id, "encoder": linker.encoder.checksum},
+        params={
+            "augment": not args.no_augment,
+            "folds": args.folds,
+            "context_window": linker.config.context_window,
+            "candidates": linker.config.candidates.__dict__,
+            "encoder": linker.encoder.name,
+        },
+        inputs={"benchmarks": [{"path": str(p), "sha256": sha256_file(p)} for p in args.benchmark]},
+        overwrite=args.overwrite,
+    )
+    print(
+        f"{manifest.version}: CV F1 {cv.f1_overall:.4f} {cv.f1_by_dataset}, "
+        f"NIL threshold {cv.threshold:.2f} -> {args.out}"
+    )
+    return 0
+
+
+def run_eval_link(args: argparse.Namespace) -> int:
+    linker = _linker(args.kb, args.model)
+    documents = read_benchmark(args.benchmark)
+    started = time.perf_counter()
+    result = evaluate_linker(linker, documents, args.mode)
+    elapsed = time.perf_counter() - started
+    report = result.to_dict()
+    report["documents"] = len(documents)
+    report["seconds"] = round(elapsed, 2)
+    if args.errors is not None:
+        with open(args.errors, "w", encoding="utf-8") as handle:
+            for error in result.errors:
+                handle.write(json.dumps(error.to_dict(), ensure_ascii=False) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    recall = " ".join(f"R@{k} {v:.3f}" for k, v in sorted(result.candidate_recall().items()))
+    print(
+        f"{args.benchmark.stem} {args.mode}: P {report['precision']:.4f} R {report['recall']:.4f} "
+        f"F1 {report['f1']:.4f} | candidates {recall} | {report['mentions']} mentions, {len(documents)} docs, "
+        f"{elapsed:.1f} s",
+        file=sys.stdout,
+    )
+    return 0

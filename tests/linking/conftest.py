@@ -1,0 +1,93 @@
+"""Linking fixtures: a tiny KB written inline, a keyword fake encoder, spaCy, and the shared benchmarks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from linking import AliasEntry, Entity, KnowledgeBase
+from tests.conftest import LINKING_DATA, FakeEncoder
+
+KEYWORDS = ["basketball", "bulls", "nba", "actor", "film", "creed", "machine", "learning", "professor",
+            "city", "france", "hotel", "iraq", "president", "newspaper", "singer", "football"]
+
+ENTITIES = [
+    Entity("Michael Jordan", "Michael Jordan", "Michael Jordan is an American basketball player of the Bulls in the NBA.",
+           entity_type="person"),
+    Entity("Michael B. Jordan", "Michael B. Jordan", "Michael B. Jordan is an American actor who starred in the film Creed.",
+           entity_type="person"),
+    Entity("Michael I. Jordan", "Michael I. Jordan", "Michael I. Jordan is a professor of machine learning.",
+           entity_type="person"),
+    Entity("Paris", "Paris", "Paris is the capital city of France.", entity_type="place"),
+    Entity("Paris Hilton", "Paris Hilton", "Paris Hilton is an American hotel heiress.", entity_type="person"),
+    Entity("Saddam Hussein", "Saddam Hussein", "Saddam Hussein was president of Iraq.", entity_type="person"),
+    Entity("Hussein of Jordan", "Hussein of Jordan", "Hussein was king of Jordan.", entity_type="person"),
+    Entity("The Washington Post", "The Washington Post", "The Washington Post is an American newspaper.",
+           entity_type="organization"),
+    Entity("Washington, D.C.", "Washington, D.C.", "Washington is the capital city of the United States.",
+           entity_type="place"),
+    Entity("United Nations", "United Nations", "The United Nations is an intergovernmental organization.",
+           entity_type="organization"),
+    Entity("Victoria Beckham", "Victoria Beckham", "Victoria Beckham is an English singer.", entity_type="person"),
+    Entity("David Beckham", "David Beckham", "David Beckham is an English football player.", entity_type="person"),
+    Entity("Victoria (Australia)", "Victoria (Australia)", "Victoria is a state of Australia.", entity_type="place"),
+]
+ALIASES = [
+    AliasEntry("Michael Jordan", "Michael Jordan", 1),
+    AliasEntry("Michael Jordan", "Michael B. Jordan", 2),
+    AliasEntry("Michael Jordan", "Michael I. Jordan", 3),
+    AliasEntry("Paris", "Paris", 1),
+    AliasEntry("Paris", "Paris Hilton", 2),
+    AliasEntry("Hussein", "Hussein of Jordan", 1),
+    AliasEntry("Hussein", "Saddam Hussein", 2),
+    AliasEntry("Saddam Hussein", "Saddam Hussein", 1),
+    AliasEntry("Washington", "Washington, D.C.", 1),
+    AliasEntry("Washington Post", "The Washington Post", 1),
+    AliasEntry("Victoria", "Victoria (Australia)", 1),
+    AliasEntry("UN", "United Nations", 1),
+]
+
+
+@pytest.fixture
+def tiny_kb() -> KnowledgeBase:
+    return KnowledgeBase(ENTITIES, ALIASES)
+
+
+@pytest.fixture
+def linking_encoder() -> FakeEncoder:
+    return FakeEncoder(KEYWORDS)
+
+
+@pytest.fixture
+def kb_files(tmp_path: Path) -> tuple[Path, Path]:
+    """The tiny KB as input files of ``kb build``."""
+    entities = tmp_path / "entities.jsonl"
+    entities.write_text(
+        "".join(
+            json.dumps({"id": e.entity_id, "name": e.name, "description": e.description, "aliases": [],
+                        "type": e.entity_type}) + "\n"
+            for e in ENTITIES
+        ),
+        encoding="utf-8",
+    )
+    aliases = tmp_path / "aliases.tsv"
+    aliases.write_text(
+        "alias\tentity\trank\n" + "".join(f"{a.alias}\t{a.entity_id}\t{a.rank}\n" for a in ALIASES), encoding="utf-8"
+    )
+    return entities, aliases
+
+
+@pytest.fixture(scope="session")
+def nlp():
+    from linking import load_spacy
+
+    return load_spacy()
+
+
+@pytest.fixture(scope="session")
+def linking_data() -> Path:
+    if not LINKING_DATA.exists():
+        pytest.fail(f"shared linking data missing at {LINKING_DATA}: the repo must sit beside ../shared")
+    return LINKING_DATA

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import pytest
+
+from linking import (
+    DisambiguatorConfig,
+    EntityLinker,
+    KnowledgeBase,
+    LinkingDocument,
+    LinkOptions,
+    Mention,
+    MentionDetector,
+    prepare_documents,
+    train_disambiguator,
+)
+from linking.evaluation import evaluate_linker
+from linking.mentions import trim_span
+from linking.types import GoldMention
+from retrieval.errors import InvalidRequestError
+
+
+def doc(doc_id: str, text: str, *spans: tuple[str, str]) -> LinkingDocument:
+    mentions = []
+    for surface, entity in spans:
+        start = text.index(surface)
+        mentions.append(GoldMention(start, start + len(surface), surface, entity))
+    return LinkingDocument(doc_id, text, tuple(mentions))
+
+
+TRAIN = [
+    doc("1", "Michael Jordan scored for the Bulls in the NBA.", ("Michael Jordan", "Michael Jordan")),
+    doc("2", "Michael Jordan starred as a boxer in the film Creed.", ("Michael Jordan", "Michael B. Jordan")),
+    doc("3", "Professor Michael Jordan teaches machine learning.", ("Michael Jordan", "Michael I. Jordan")),
+    doc("4", "Paris is a city in France.", ("Paris", "Paris")),
+    doc("5", "Paris opened a new hotel for the heiress.", ("Paris", "Paris Hilton")),
+    doc("6", "The Bulls and the NBA honoured Michael Jordan.", ("Michael Jordan", "Michael Jordan")),
+    doc("7", "The actor Michael Jordan returned in the Creed film.", ("Michael Jordan", "Michael B. Jordan")),
+    doc("8", "Machine learning by the professor Michael Jordan.", ("Michael Jordan", "Michael I. Jordan")),
+]
+
+
+@pytest.fixture
+def linker(tiny_kb: KnowledgeBase, linking_encoder, nlp) -> EntityLinker:
+    linker = EntityLinker(tiny_kb, linking_encoder, detector=MentionDetector(nlp))
+    linker.scorer = train_disambiguator(prepare_documents(linker, TRAIN, "tiny"), DisambiguatorConfig(model_type="logistic"))
+    return linker
+
+
+def test_context_decides_between_the_three_michael_jordans(linker: EntityLinker) -> None:
+    text = "Michael Jordan starred in Creed, a film."
+    links = linker.link(text, [Mention(0, 14, "Michael Jordan")])
+    assert links[0].entity_id == "Michael B. Jordan"
+    assert [c.entity_id for c in links[0].candidates][0] == "Michael B. Jordan"
+    basketball = linker.link("Michael Jordan won NBA titles with the Bulls.", [Mention(0, 14, "Michael Jordan")])
+    assert basketball[0].entity_id == "Michael Jordan"
+
+
+def test_one_encoder_call_per_document(linker: EntityLinker, linking_encoder) -> None:
+    linking_encoder.calls.clear()
+    text = "Paris met Michael Jordan in Paris, France."
+    linker.link(text, [Mention(0, 5, "Paris"), Mention(10, 24, "Michael Jordan"), Mention(28, 33, "Paris")])
+    assert linking_encoder.calls == [3]
+
+
+def test_detection_links_ner_mentions(linker: EntityLinker) -> None:
+    links = linker.link("Yesterday Michael Jordan visited Paris with friends.")
+    surfaces = {link.mention.surface: link for link in links}
+    assert "Michael Jordan" in surfaces and surfaces["Michael Jordan"].mention.label == "PERSON"
+    assert surfaces["Paris"].mention.label == "GPE"
+    assert all(link.entity_id is None or link.entity_id in linker.kb for link in links)
+
+
+def test_nil_threshold_and_unknown_names(linker: EntityLinker) -> None:
+    links = linker.link("Zorblax visited Paris.", [Mention(0, 7, "Zorblax"), Mention(16, 21, "Paris")])
+    assert all(c.sources == ("dense",) for c in links[0].candidates)  # no name matches: dense only
+    strict = linker.link("Zorblax visited Paris.", [Mention(16, 21, "Paris")], LinkOptions(nil_threshold=1.0))
+    assert strict[0].is_nil and strict[0].candidates  # NIL, but the candidates are still reported
+    hidden = linker.link("Zorblax visited Paris.", [Mention(0, 7, "Zorblax")], LinkOptions(include_nil=False))
+    assert hidden == []
+
+
+@pytest.mark.parametrize(
+    ("text", "mentions", "options", "field"),
+    [
+        ("", None, LinkOptions(), "text"),
+        ("   ", None, LinkOptions(), "text"),
+        ("Paris", [Mention(0, 9, "Paris")], LinkOptions(), "mentions[0]"),
+        ("Paris", None, LinkOptions(top_candidates=-1), "options.top_candidates"),
+        ("Paris", None, LinkOptions(nil_threshold=1.5), "options.nil_threshold"),
+    ],
+)
+def test_bad_requests_name_the_field(linker: EntityLinker, text, mentions, options, field) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        linker.link(text, mentions, options)
+    assert info.value.field == field
+
+
+def test_evaluate_linker_ed_on_training_documents(linker: EntityLinker) -> None:
+    result = evaluate_linker(linker, TRAIN, "ed")
+    assert result.counts.tp + result.counts.fn == len(TRAIN)
+    assert result.counts.f1 >= 0.75
+    assert result.candidate_recall()[30] == 1.0
+
+
+def test_trim_span_drops_determiners_and_possessives() -> None:
+    text = "the Bulls' coach and Jordan's team"
+    assert trim_span(text, 0, 10) == (4, 9)
+    assert trim_span(text, 21, 29) == (21, 27)
+    assert trim_span("--", 0, 2) is None
