@@ -10,26 +10,67 @@ import pytest
 from linking import AliasEntry, Entity, KnowledgeBase
 from tests.conftest import LINKING_DATA, FakeEncoder
 
-KEYWORDS = ["basketball", "bulls", "nba", "actor", "film", "creed", "machine", "learning", "professor",
-            "city", "france", "hotel", "iraq", "president", "newspaper", "singer", "football"]
+KEYWORDS = [
+    "basketball",
+    "bulls",
+    "nba",
+    "actor",
+    "film",
+    "creed",
+    "machine",
+    "learning",
+    "professor",
+    "city",
+    "france",
+    "hotel",
+    "iraq",
+    "president",
+    "newspaper",
+    "singer",
+    "football",
+]
 
 ENTITIES = [
-    Entity("Michael Jordan", "Michael Jordan", "Michael Jordan is an American basketball player of the Bulls in the NBA.",
-           entity_type="person"),
-    Entity("Michael B. Jordan", "Michael B. Jordan", "Michael B. Jordan is an American actor who starred in the film Creed.",
-           entity_type="person"),
-    Entity("Michael I. Jordan", "Michael I. Jordan", "Michael I. Jordan is a professor of machine learning.",
-           entity_type="person"),
+    Entity(
+        "Michael Jordan",
+        "Michael Jordan",
+        "Michael Jordan is an American basketball player of the Bulls in the NBA.",
+        entity_type="person",
+    ),
+    Entity(
+        "Michael B. Jordan",
+        "Michael B. Jordan",
+        "Michael B. Jordan is an American actor who starred in the film Creed.",
+        entity_type="person",
+    ),
+    Entity(
+        "Michael I. Jordan",
+        "Michael I. Jordan",
+        "Michael I. Jordan is a professor of machine learning.",
+        entity_type="person",
+    ),
     Entity("Paris", "Paris", "Paris is the capital city of France.", entity_type="place"),
     Entity("Paris Hilton", "Paris Hilton", "Paris Hilton is an American hotel heiress.", entity_type="person"),
     Entity("Saddam Hussein", "Saddam Hussein", "Saddam Hussein was president of Iraq.", entity_type="person"),
     Entity("Hussein of Jordan", "Hussein of Jordan", "Hussein was king of Jordan.", entity_type="person"),
-    Entity("The Washington Post", "The Washington Post", "The Washington Post is an American newspaper.",
-           entity_type="organization"),
-    Entity("Washington, D.C.", "Washington, D.C.", "Washington is the capital city of the United States.",
-           entity_type="place"),
-    Entity("United Nations", "United Nations", "The United Nations is an intergovernmental organization.",
-           entity_type="organization"),
+    Entity(
+        "The Washington Post",
+        "The Washington Post",
+        "The Washington Post is an American newspaper.",
+        entity_type="organization",
+    ),
+    Entity(
+        "Washington, D.C.",
+        "Washington, D.C.",
+        "Washington is the capital city of the United States.",
+        entity_type="place",
+    ),
+    Entity(
+        "United Nations",
+        "United Nations",
+        "The United Nations is an intergovernmental organization.",
+        entity_type="organization",
+    ),
     Entity("Victoria Beckham", "Victoria Beckham", "Victoria Beckham is an English singer.", entity_type="person"),
     Entity("David Beckham", "David Beckham", "David Beckham is an English football player.", entity_type="person"),
     Entity("Victoria (Australia)", "Victoria (Australia)", "Victoria is a state of Australia.", entity_type="place"),
@@ -66,8 +107,10 @@ def kb_files(tmp_path: Path) -> tuple[Path, Path]:
     entities = tmp_path / "entities.jsonl"
     entities.write_text(
         "".join(
-            json.dumps({"id": e.entity_id, "name": e.name, "description": e.description, "aliases": [],
-                        "type": e.entity_type}) + "\n"
+            json.dumps(
+                {"id": e.entity_id, "name": e.name, "description": e.description, "aliases": [], "type": e.entity_type}
+            )
+            + "\n"
             for e in ENTITIES
         ),
         encoding="utf-8",

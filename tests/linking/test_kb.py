@@ -11,8 +11,11 @@ from linking import KBFormatError, KnowledgeBase
 
 def test_alias_lookup_is_ordered_by_rank_and_normalized(tiny_kb: KnowledgeBase) -> None:
     assert [e.entity_id for e in tiny_kb.alias_lookup("Michael Jordan")] == [
-        "Michael Jordan", "Michael B. Jordan", "Michael I. Jordan"]
-    assert [e.entity_id for e in tiny_kb.alias_lookup("MICHAEL JORDAN!")][0] == "Michael Jordan"
+        "Michael Jordan",
+        "Michael B. Jordan",
+        "Michael I. Jordan",
+    ]
+    assert tiny_kb.alias_lookup("MICHAEL JORDAN!")[0].entity_id == "Michael Jordan"
     assert tiny_kb.alias_lookup("Nobody") == []
 
 

@@ -42,7 +42,9 @@ TRAIN = [
 @pytest.fixture
 def linker(tiny_kb: KnowledgeBase, linking_encoder, nlp) -> EntityLinker:
     linker = EntityLinker(tiny_kb, linking_encoder, detector=MentionDetector(nlp))
-    linker.scorer = train_disambiguator(prepare_documents(linker, TRAIN, "tiny"), DisambiguatorConfig(model_type="logistic"))
+    linker.scorer = train_disambiguator(
+        prepare_documents(linker, TRAIN, "tiny"), DisambiguatorConfig(model_type="logistic")
+    )
     return linker
 
 
@@ -50,7 +52,7 @@ def test_context_decides_between_the_three_michael_jordans(linker: EntityLinker)
     text = "Michael Jordan starred in Creed, a film."
     links = linker.link(text, [Mention(0, 14, "Michael Jordan")])
     assert links[0].entity_id == "Michael B. Jordan"
-    assert [c.entity_id for c in links[0].candidates][0] == "Michael B. Jordan"
+    assert links[0].candidates[0].entity_id == "Michael B. Jordan"
     basketball = linker.link("Michael Jordan won NBA titles with the Bulls.", [Mention(0, 14, "Michael Jordan")])
     assert basketball[0].entity_id == "Michael Jordan"
 
@@ -75,7 +77,9 @@ def test_nil_threshold_and_unknown_names(linker: EntityLinker) -> None:
     assert all(c.sources == ("dense",) for c in links[0].candidates)  # no name matches: dense only
     strict = linker.link("Zorblax visited Paris.", [Mention(16, 21, "Paris")], LinkOptions(nil_threshold=1.0))
     assert strict[0].is_nil and strict[0].candidates  # NIL, but the candidates are still reported
-    hidden = linker.link("Zorblax visited Paris.", [Mention(0, 7, "Zorblax")], LinkOptions(include_nil=False))
+    hidden = linker.link(
+        "Zorblax visited Paris.", [Mention(0, 7, "Zorblax")], LinkOptions(nil_threshold=1.0, include_nil=False)
+    )
     assert hidden == []
 
 
