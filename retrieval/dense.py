@@ -164,6 +164,13 @@ class DenseIndex:
             )
         return results
 
+    def vectors(self, positions: np.ndarray) -> np.ndarray:
+        """The stored (normalized) embeddings of the documents at ``positions``, one row each."""
+        positions = np.ascontiguousarray(positions, dtype=np.int64)
+        if positions.size == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.asarray(self._index.reconstruct_batch(positions), dtype=np.float32)
+
     def save(self, directory: str | Path) -> None:
         faiss.write_index(self._index, str(Path(directory) / self.INDEX_FILE))
 

@@ -1,0 +1,317 @@
+"""Training a learned reranker from relevance judgments, with a held-out validation split.
+
+Steps: retrieve the fused candidates of every judged training query (the same hybrid pipeline
+that serves), compute their features, split the queries into a fitting part and a validation part
+(by a hash of the query id, so the split is stable across runs and machines), fit the model on
+the first, stop early and choose the mixing weight with the fused ranking on the second, and write
+the model directory atomically with its manifest.
+
+Example:
+    >>> result = train_reranker(index, encoder, "queries.jsonl", "qrels/train.tsv", "models/rr")  # doctest: +SKIP
+    >>> result.metrics["valid"]["rerank_ndcg@10"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexes import Manifest, checksum_files, code_version, library_versions, sha256_file, staged_directory, utc_now
+from retrieval.corpus import Qrels, load_qrels, load_queries
+from retrieval.dense import Encoder
+from retrieval.evaluation import evaluate_run
+from retrieval.fusion import FusionConfig
+from retrieval.index import SearchIndex
+from retrieval.pipeline import Searcher, SearchRequest
+from retrieval.rerank import (
+    FORMAT_VERSION,
+    KIND,
+    MODEL_TYPES,
+    LambdaMartModel,
+    LambdaMartParams,
+    LearnedReranker,
+    LogisticModel,
+    LogRegParams,
+    RankingModel,
+    mix_with_prior,
+)
+from retrieval.rerank_features import FEATURE_NAMES, RELATIVE_GROUPS, candidate_features, features_of_groups
+from retrieval.types import Query
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """One query's fused candidates (best first), their features and their judgments."""
+
+    qid: str
+    doc_ids: tuple[str, ...]
+    features: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+
+    @property
+    def fused_ranks(self) -> np.ndarray:
+        return np.arange(1, len(self.doc_ids) + 1, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that decides the trained model besides the data.
+
+    ``prior_weights`` are the candidate weights of the fused ranking in the final score, chosen on
+    the validation queries by the one-standard-error rule (see :func:`choose_prior_weight`;
+    ``prior_se_multiple`` standard errors, or at least ``prior_tolerance`` NDCG@10).
+    """
+
+    model_type: str = "lambdamart"
+    features: tuple[str, ...] = features_of_groups(RELATIVE_GROUPS)
+    lambdamart: LambdaMartParams = field(default_factory=LambdaMartParams)
+    logreg: LogRegParams = field(default_factory=LogRegParams)
+    valid_fraction: float = 0.2
+    split_salt: str = "sleuth-rerank"
+    depth: int = 100
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    prior_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
+    prior_se_multiple: float = 1.0
+    prior_tolerance: float = 0.002
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model type must be one of {', '.join(MODEL_TYPES)}, got {self.model_type!r}")
+        unknown = [name for name in self.features if name not in FEATURE_NAMES]
+        if unknown or not self.features:
+            raise ValueError(f"unknown or no features {unknown}; choose from {FEATURE_NAMES}")
+        if not (0.0 < self.valid_fraction < 1.0):
+            raise ValueError(f"valid_fraction must be within (0, 1), got {self.valid_fraction}")
+        if not self.prior_weights:
+            raise ValueError("prior_weights must not be empty")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_type": self.model_type,
+            "features": list(self.features),
+            "model_params": (self.lambdamart if self.model_type == "lambdamart" else self.logreg).to_dict(),
+            "valid_fraction": self.valid_fraction,
+            "split_salt": self.split_salt,
+            "depth": self.depth,
+            "fusion": self.fusion.to_dict(),
+            "prior_weights": list(self.prior_weights),
+            "prior_se_multiple": self.prior_se_multiple,
+            "prior_tolerance": self.prior_tolerance,
+        }
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    reranker: LearnedReranker
+    manifest: Manifest
+    path: Path
+    metrics: dict[str, Any]
+
+
+def is_validation_query(qid: str, fraction: float, salt: str = "sleuth-rerank") -> bool:
+    """Deterministic split: a query is held out when the hash of (salt, qid) falls below ``fraction``."""
+    digest = hashlib.sha256(f"{salt}\0{qid}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def collect_candidates(
+    index: SearchIndex,
+    encoder: Encoder,
+    queries: Sequence[Query],
+    qrels: Qrels,
+    *,
+    depth: int = 100,
+    fusion: FusionConfig | None = None,
+) -> list[CandidateSet]:
+    """Fused candidates and features of every query that has judgments (queries encoded in one batch)."""
+    judged = [q for q in queries if q.qid in qrels]
+    if not judged:
+        raise ValueError("no query has judgments in the qrels")
+    searcher = Searcher(index, encoder)
+    vectors = searcher.encode_queries([q.text for q in judged])
+    fusion = fusion or FusionConfig()
+    sets = []
+    for query, vector in zip(judged, vectors, strict=True):
+        result = searcher.run(SearchRequest(query.text, top_k=depth, fusion=fusion), vector)
+        features = candidate_features(query.text, result.hits, index, vector)
+        judgments = qrels[query.qid]
+        labels = np.array([max(judgments.get(h.doc_id, 0), 0) for h in result.hits], dtype=np.int32)
+        sets.append(CandidateSet(query.qid, tuple(h.doc_id for h in result.hits), features, labels))
+    return sets
+
+
+def per_query_ndcg_at_10(sets: Sequence[CandidateSet], scores: Sequence[np.ndarray], qrels: Qrels) -> np.ndarray:
+    """NDCG@10 of each candidate list ordered by ``scores`` (judged documents outside the
+    candidates still count in the ideal ranking), in the order of ``sets``."""
+    run = {s.qid: dict(zip(s.doc_ids, map(float, sc), strict=True)) for s, sc in zip(sets, scores, strict=True)}
+    report = evaluate_run(run, {s.qid: qrels[s.qid] for s in sets}, ["ndcg@10"])
+    return np.array([report.per_query.get(s.qid, {"ndcg@10": 0.0})["ndcg@10"] for s in sets], dtype=np.float64)
+
+
+def ndcg_at_10(sets: Sequence[CandidateSet], scores: Sequence[np.ndarray], qrels: Qrels) -> float:
+    """Mean NDCG@10 over the queries of ``sets`` with at least one relevant judgment."""
+    run = {s.qid: dict(zip(s.doc_ids, map(float, sc), strict=True)) for s, sc in zip(sets, scores, strict=True)}
+    return evaluate_run(run, {s.qid: qrels[s.qid] for s in sets}, ["ndcg@10"]).means["ndcg@10"]
+
+
+def _stack(sets: Sequence[CandidateSet], columns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    nonempty = [s for s in sets if s.doc_ids]
+    x = np.vstack([s.features[:, columns] for s in nonempty])
+    y = np.concatenate([s.labels for s in nonempty])
+    groups = np.array([len(s.doc_ids) for s in nonempty], dtype=np.int64)
+    return x, y, groups
+
+
+def fit_model(
+    config: TrainingConfig, fit_sets: Sequence[CandidateSet], valid_sets: Sequence[CandidateSet]
+) -> RankingModel:
+    """Fit the configured model on ``fit_sets`` (LambdaMART stops early on ``valid_sets``)."""
+    columns = np.array([FEATURE_NAMES.index(name) for name in config.features])
+    train = _stack(fit_sets, columns)
+    if not np.any(train[1] > 0):
+        raise ValueError("no relevant document among the training candidates: nothing to learn from")
+    if config.model_type == "lambdamart":
+        valid = _stack(valid_sets, columns) if valid_sets else None
+        return LambdaMartModel.fit(train, valid, config.features, config.lambdamart, threads=config.threads)
+    return LogisticModel.fit(train[0], train[1], config.features, config.logreg)
+
+
+def choose_prior_weight(
+    model: RankingModel, config: TrainingConfig, valid_sets: Sequence[CandidateSet], qrels: Qrels
+) -> tuple[float, dict[str, float]]:
+    """Choose the weight of the fused ranking by the one-standard-error rule on validation queries.
+
+    The weight with the best mean NDCG@10 is found first; then the largest (most conservative)
+    weight whose per-query NDCG@10 is worse than the best by less than one standard error of the
+    paired differences is chosen (Hastie, Tibshirani & Friedman, ESL 7.10: prefer the simpler model
+    that the data cannot tell apart from the best). In-domain validation always favours trusting
+    the model; the rule keeps the reranker close to its input unless the data clearly say otherwise,
+    which is what protects corpora it never saw. Returns the weight and each weight's mean.
+    """
+    reranker = LearnedReranker(model)
+    raw = [model.predict(reranker.select(s.features)) for s in valid_sets]
+    per_query = {
+        w: per_query_ndcg_at_10(
+            valid_sets, [mix_with_prior(r, s.fused_ranks, w) for r, s in zip(raw, valid_sets, strict=True)], qrels
+        )
+        for w in config.prior_weights
+    }
+    best = max(per_query, key=lambda w: (per_query[w].mean(), w))
+    chosen = best
+    for w in sorted(per_query):
+        if w <= best:
+            continue
+        diff = per_query[best] - per_query[w]
+        stderr = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+        if diff.mean() <= max(stderr * config.prior_se_multiple, config.prior_tolerance):
+            chosen = w
+    return chosen, {f"{w:g}": round(float(v.mean()), 6) for w, v in per_query.items()}
+
+
+def _input_checksums(
+    queries: Sequence[Query], qrels: Qrels, queries_path: Path | None, qrels_path: Path | None
+) -> dict[str, Any]:
+    canonical_queries = json.dumps([[q.qid, q.text] for q in queries], ensure_ascii=False).encode()
+    canonical_qrels = json.dumps(qrels, sort_keys=True).encode()
+    inputs: dict[str, Any] = {
+        "queries": {"content_sha256": hashlib.sha256(canonical_queries).hexdigest(), "count": len(queries)},
+        "qrels": {"content_sha256": hashlib.sha256(canonical_qrels).hexdigest(), "queries": len(qrels)},
+    }
+    if queries_path is not None:
+        inputs["queries"].update(path=str(queries_path), sha256=sha256_file(queries_path))
+    if qrels_path is not None:
+        inputs["qrels"].update(path=str(qrels_path), sha256=sha256_file(qrels_path))
+    return inputs
+
+
+def train_reranker(
+    index: SearchIndex,
+    encoder: Encoder,
+    queries: Sequence[Query] | str | Path,
+    qrels: Qrels | str | Path,
+    out_dir: str | Path,
+    model_type: str | None = None,
+    config: TrainingConfig | None = None,
+    *,
+    overwrite: bool = False,
+) -> TrainingResult:
+    """Train a reranker on ``index`` from judged ``queries`` and write it to ``out_dir``.
+
+    ``queries`` and ``qrels`` are in-memory data or BEIR files (whose checksums then go into the
+    manifest). ``model_type`` ("lambdamart" or "logreg") overrides ``config.model_type``.
+    """
+    started = time.perf_counter()
+    config = config or TrainingConfig()
+    if model_type is not None and model_type != config.model_type:
+        config = dataclasses.replace(config, model_type=model_type)
+    queries_path = Path(queries) if isinstance(queries, str | Path) else None
+    qrels_path = Path(qrels) if isinstance(qrels, str | Path) else None
+    query_list = load_queries(queries_path) if queries_path is not None else list(queries)  # type: ignore[arg-type]
+    judgments: Qrels = load_qrels(qrels_path) if qrels_path is not None else dict(qrels)  # type: ignore[arg-type]
+
+    sets = collect_candidates(index, encoder, query_list, judgments, depth=config.depth, fusion=config.fusion)
+    valid_sets = [s for s in sets if is_validation_query(s.qid, config.valid_fraction, config.split_salt)]
+    fit_sets = [s for s in sets if not is_validation_query(s.qid, config.valid_fraction, config.split_salt)]
+    if not valid_sets or not fit_sets:
+        raise ValueError(f"{len(sets)} judged queries are too few to hold out a validation part")
+    logger.info("training %s on %d queries, validating on %d", config.model_type, len(fit_sets), len(valid_sets))
+
+    model = fit_model(config, fit_sets, valid_sets)
+    prior_weight, by_weight = choose_prior_weight(model, config, valid_sets, judgments)
+    fused_valid = ndcg_at_10(valid_sets, [-s.fused_ranks for s in valid_sets], judgments)
+    metrics: dict[str, Any] = {
+        "valid": {
+            "queries": len(valid_sets),
+            "fused_ndcg@10": round(fused_valid, 6),
+            "rerank_ndcg@10": by_weight[f"{prior_weight:g}"],
+            "rerank_ndcg@10_by_prior_weight": by_weight,
+        },
+        "fit": {"queries": len(fit_sets), "candidates": int(sum(len(s.doc_ids) for s in fit_sets))},
+    }
+    if isinstance(model, LambdaMartModel):
+        metrics["fit"]["trees"] = int(model.booster.best_iteration or model.booster.num_trees())
+    logger.info(
+        "validation NDCG@10: fused %.4f, reranked %.4f (prior weight %g)",
+        fused_valid,
+        metrics["valid"]["rerank_ndcg@10"],
+        prior_weight,
+    )
+
+    reranker = LearnedReranker(model, prior_weight)
+    out = Path(out_dir)
+    with staged_directory(out, overwrite=overwrite) as staging:
+        reranker.save(staging)
+        manifest = Manifest(
+            kind=KIND,
+            format_version=FORMAT_VERSION,
+            created_at=utc_now(),
+            files=checksum_files(staging),
+            params={**config.to_dict(), "prior_weight": prior_weight},
+            inputs=_input_checksums(query_list, judgments, queries_path, qrels_path),
+            parents={"index": index.manifest.content_id, "encoder": str(index.encoder_info.get("checksum"))},
+            stats={"train_seconds": round(time.perf_counter() - started, 3)},
+            metrics=metrics,
+            libraries=library_versions(),
+            code_version=code_version(),
+        )
+        manifest.write(staging)
+    reranker = LearnedReranker(model, prior_weight, manifest.version)
+    logger.info("reranker %s written to %s", manifest.version, out)
+    return TrainingResult(reranker, manifest, out, metrics)
+
+
+def describe(importances: Mapping[str, float]) -> list[tuple[str, float]]:
+    """Features sorted by the magnitude of their importance, largest first."""
+    return sorted(importances.items(), key=lambda item: -abs(item[1]))
