@@ -27,6 +27,16 @@ class ServerConfig:
     threads: int = 4
     max_message_bytes: int = MAX_MESSAGE_BYTES
     grace_seconds: float = 5.0
+    # Serving (issue 3; see service/serving.py, service/limits.py, service/security.py).
+    workers: int = 1  # processes sharing the port through SO_REUSEPORT
+    max_inflight: int = 256  # per worker; past it, RESOURCE_EXHAUSTED at once
+    batch_max_size: int = 32  # query encodings per micro-batch
+    batch_max_wait_ms: float = 2.0  # longest wait for a micro-batch to fill
+    torch_threads: int | None = None  # None: cores / workers
+    faiss_threads: int = 1
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    auth_token_file: Path | None = None
 
     @property
     def address(self) -> str:

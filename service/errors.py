@@ -13,6 +13,7 @@ import grpc
 
 from indexes import ArtifactError
 from retrieval.errors import InvalidRequestError
+from service.limits import DeadlineExpiredError, OverloadedError
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,10 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, ArtifactError):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    if isinstance(exc, OverloadedError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, DeadlineExpiredError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
     incident = uuid.uuid4().hex[:12]
     logger.error("internal error (incident %s)", incident, exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from concurrent.futures import Executor
@@ -14,6 +13,8 @@ from retrieval.fusion import FusionConfig
 from retrieval.pipeline import Searcher, SearchRequest, SearchResult, snippet
 from service.errors import abort_with
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
+from service.limits import Deadline
+from service.serving import SearchRunner
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +89,11 @@ def response_to_proto(
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     """Serves one :class:`Searcher`; blocking work runs on ``executor`` threads."""
 
-    def __init__(self, searcher: Searcher, executor: Executor) -> None:
+    def __init__(self, searcher: Searcher, executor: Executor, runner: SearchRunner | None = None) -> None:
         self.searcher = searcher
         self._executor = executor
+        # Admission control, deadlines and encode micro-batching (service/serving.py).
+        self._runner = runner or SearchRunner(executor)
 
     async def Search(
         self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
@@ -99,7 +102,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         searcher = self.searcher
         try:
             search_request = request_from_proto(request)
-            result = await asyncio.get_running_loop().run_in_executor(self._executor, searcher.search, search_request)
+            result = await self._runner.search(searcher, search_request, Deadline.from_context(context))
             return response_to_proto(result, searcher, search_request.mode, (time.perf_counter() - started) * 1000)
         except Exception as exc:
             await abort_with(context, exc)
@@ -116,7 +119,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             if len(request.requests) > MAX_BATCH:
                 raise InvalidRequestError("requests", f"holds {len(request.requests)}; the limit is {MAX_BATCH}")
             converted = [request_from_proto(r, f"requests[{i}].") for i, r in enumerate(request.requests)]
-            results = await asyncio.get_running_loop().run_in_executor(self._executor, searcher.batch_search, converted)
+            results = await self._runner.batch_search(searcher, converted, Deadline.from_context(context))
             elapsed = (time.perf_counter() - started) * 1000
             return search_pb2.BatchSearchResponse(
                 responses=[

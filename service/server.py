@@ -25,6 +25,8 @@ from service.config import ServerConfig
 from service.demo import demo_index
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
 from service.search_servicer import SearchServicer
+from service.security import add_port, server_interceptors
+from service.serving import SearchRunner, grpc_server_options
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +69,10 @@ def load_services(config: ServerConfig) -> Services:
 
 async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.aio.Server, int]:
     """Build a server with every service registered and bind it; returns it unstarted with its port."""
-    options = [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.so_reuseport", 0),
-    ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(options=grpc_server_options(config), interceptors=server_interceptors(config))
     executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="sleuth")
-    search_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(services.searcher, executor), server)
+    runner = SearchRunner.from_config(executor, config)
+    search_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(services.searcher, executor, runner), server)
     service_names = [SEARCH_SERVICE]
 
     health_servicer = health.aio.HealthServicer()
@@ -82,14 +80,22 @@ async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.
     service_names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(service_names, server)
     try:
-        port = server.add_insecure_port(config.address)
+        port = add_port(server, config)
     except RuntimeError as exc:
         raise StartupError(f"cannot listen on {config.address}: {exc}") from exc
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     server.sleuth_health = health_servicer  # type: ignore[attr-defined]
     server.sleuth_executor = executor  # type: ignore[attr-defined]
+    server.sleuth_runner = runner  # type: ignore[attr-defined]
     return server, port
+
+
+async def stop_server(server: grpc.aio.Server, grace: float | None) -> None:
+    """Refuse new calls, let in-flight ones finish within ``grace`` seconds, then free the workers."""
+    await server.stop(grace)
+    await server.sleuth_runner.aclose()  # type: ignore[attr-defined]
+    server.sleuth_executor.shutdown(wait=grace is not None and grace > 0)  # type: ignore[attr-defined]
 
 
 async def serve(config: ServerConfig, services: Services) -> None:
@@ -104,5 +110,5 @@ async def serve(config: ServerConfig, services: Services) -> None:
     await stop.wait()
     logger.info("shutting down (grace %.1f s)", config.grace_seconds)
     await server.sleuth_health.enter_graceful_shutdown()  # type: ignore[attr-defined]
-    await server.stop(config.grace_seconds)
-    server.sleuth_executor.shutdown(wait=True)  # type: ignore[attr-defined]
+    await stop_server(server, config.grace_seconds)
+    logger.info("stopped")

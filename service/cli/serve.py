@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import Any
 
 from service.config import DEFAULT_PORT, ServerConfig
+from service.security import SecurityConfigError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (SecurityConfigError,)
 
 
 def register(groups: Any) -> None:
@@ -21,7 +23,51 @@ def register(groups: Any) -> None:
     serve.add_argument("--reranker", type=Path, help="reranker model directory")
     serve.add_argument("--threads", type=int, default=4, help="worker threads for search (default 4)")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds to finish in-flight calls on shutdown")
+    add_serving_options(serve)
     serve.set_defaults(func=run_serve)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_serving_options(serve: argparse.ArgumentParser) -> None:
+    """Performance, limits and security options (issue 3: service/serving.py, limits.py, security.py)."""
+    serve.add_argument(
+        "--workers", type=_positive_int, default=1, help="server processes sharing the port (SO_REUSEPORT); default 1"
+    )
+    serve.add_argument(
+        "--max-inflight",
+        type=_positive_int,
+        default=256,
+        help="requests in flight per worker before RESOURCE_EXHAUSTED (default 256)",
+    )
+    serve.add_argument("--batch-size", type=_positive_int, default=32, help="query encodings per micro-batch")
+    serve.add_argument("--batch-wait-ms", type=float, default=2.0, help="longest wait for a micro-batch to fill")
+    serve.add_argument(
+        "--torch-threads", type=_positive_int, help="torch threads per worker (default: cores / workers)"
+    )
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve TLS only")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--auth-token-file", type=Path, help="require 'authorization: Bearer <token>' on every RPC but health"
+    )
+
+
+def serving_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "workers": args.workers,
+        "max_inflight": args.max_inflight,
+        "batch_max_size": args.batch_size,
+        "batch_max_wait_ms": args.batch_wait_ms,
+        "torch_threads": args.torch_threads,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "auth_token_file": args.auth_token_file,
+    }
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -33,13 +79,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         reranker=args.reranker,
         threads=args.threads,
         grace_seconds=args.grace,
+        **serving_options(args),
     )
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from service.server import load_services, serve
+    from service.workers import run
 
-    config = config_from_args(args)
-    services = load_services(config)
-    asyncio.run(serve(config, services))
-    return 0
+    return run(config_from_args(args))

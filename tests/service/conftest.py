@@ -11,7 +11,7 @@ import pytest
 
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
-from service.server import Services, create_server
+from service.server import Services, create_server, stop_server
 
 _LOOP: asyncio.AbstractEventLoop | None = None
 
@@ -40,8 +40,7 @@ def running_server(services: Services, config: ServerConfig | None = None) -> It
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(30)
-        server.sleuth_executor.shutdown(wait=False)
+        asyncio.run_coroutine_threadsafe(stop_server(server, 0), loop).result(30)
 
 
 @pytest.fixture
