@@ -6,6 +6,8 @@ from indexes.errors import (
     ArtifactNotFoundError,
     CorruptArtifactError,
     IncompatibleArtifactError,
+    NoPreviousVersionError,
+    VersionNotFoundError,
 )
 from indexes.manifest import MANIFEST_NAME, Manifest, checksum_files
 from indexes.storage import clean_staging, staged_directory
@@ -18,6 +20,8 @@ __all__ = [
     "CorruptArtifactError",
     "IncompatibleArtifactError",
     "Manifest",
+    "NoPreviousVersionError",
+    "VersionNotFoundError",
     "checksum_files",
     "clean_staging",
     "code_version",

@@ -17,3 +17,11 @@ class CorruptArtifactError(ArtifactError):
 
 class IncompatibleArtifactError(ArtifactError):
     """The artifact is of another kind, or of a format version this code cannot read."""
+
+
+class VersionNotFoundError(ArtifactNotFoundError):
+    """No version in the registry matches the given name (or a prefix matches several)."""
+
+
+class NoPreviousVersionError(ArtifactError):
+    """A rollback was asked for, but the registry remembers no earlier active version."""
