@@ -64,7 +64,10 @@ def load_services(config: ServerConfig) -> Services:
     # Warm up: the first encoder call pays for lazy initialisation; pay it before serving.
     encoder.encode(["warm up"])
     logger.info("loaded index %s (%d documents)", index.version, len(index))
-    return Services(searcher=searcher)
+    from service.linking_servicer import load_linker
+
+    linker = load_linker(encoder, config.kb, config.linker_model)
+    return Services(searcher=searcher, linker=linker)
 
 
 async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.aio.Server, int]:
@@ -74,6 +77,12 @@ async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.
     runner = SearchRunner.from_config(executor, config)
     search_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(services.searcher, executor, runner), server)
     service_names = [SEARCH_SERVICE]
+    if services.linker is not None:
+        from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
+        from service.linking_servicer import LinkingServicer
+
+        linking_pb2_grpc.add_LinkingServiceServicer_to_server(LinkingServicer(services.linker, executor), server)
+        service_names.append(linking_pb2.DESCRIPTOR.services_by_name["LinkingService"].full_name)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

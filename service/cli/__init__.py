@@ -17,7 +17,9 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "service.cli.search",
     "service.cli.serve",
+    "service.cli.bench",
     "service.cli.link",
+    "service.cli.rerank",
     "service.cli.compare",
 )
 

@@ -21,6 +21,8 @@ def register(groups: Any) -> None:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
     serve.add_argument("--encoder", help="override the encoder named in the index manifest")
     serve.add_argument("--reranker", type=Path, help="reranker model directory")
+    serve.add_argument("--kb", type=Path, help="entity-linking KB directory (default: the demo KB)")
+    serve.add_argument("--model", type=Path, help="entity-linking model directory (default: the demo linker)")
     serve.add_argument("--threads", type=int, default=4, help="worker threads for search (default 4)")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds to finish in-flight calls on shutdown")
     add_serving_options(serve)
@@ -77,6 +79,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         index=args.index,
         encoder=args.encoder,
         reranker=args.reranker,
+        kb=args.kb,
+        linker_model=args.model,
         threads=args.threads,
         grace_seconds=args.grace,
         **serving_options(args),

@@ -1,0 +1,104 @@
+"""LinkingService through a real server on port 0: the tiny KB with the fake encoder, and the demo."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from linking import (
+    DisambiguatorConfig,
+    EntityLinker,
+    KnowledgeBase,
+    MentionDetector,
+    load_spacy,
+    prepare_documents,
+    train_disambiguator,
+)
+from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
+from service.linking_servicer import LoadedLinker, load_linker
+from service.server import Services
+from tests.conftest import FakeEncoder
+from tests.linking.conftest import ALIASES, ENTITIES, KEYWORDS
+from tests.linking.test_pipeline import TRAIN
+from tests.service.conftest import running_server
+
+
+@pytest.fixture
+def linking_server(tiny_index, fake_encoder) -> Iterator[str]:
+    from retrieval.pipeline import Searcher
+
+    kb = KnowledgeBase(ENTITIES, ALIASES)
+    linker = EntityLinker(kb, FakeEncoder(KEYWORDS), detector=MentionDetector(load_spacy()))
+    linker.scorer = train_disambiguator(
+        prepare_documents(linker, TRAIN, "tiny"), DisambiguatorConfig(model_type="logistic")
+    )
+    services = Services(
+        searcher=Searcher(tiny_index, fake_encoder), linker=LoadedLinker(linker, "kb@tiny", "linker@tiny")
+    )
+    with running_server(services) as address:
+        yield address
+
+
+def call(address: str, request: linking_pb2.LinkRequest) -> linking_pb2.LinkResponse:
+    with grpc.insecure_channel(address) as channel:
+        return linking_pb2_grpc.LinkingServiceStub(channel).Link(request, timeout=30)
+
+
+def test_link_with_given_spans_returns_entities_and_candidates(linking_server: str) -> None:
+    text = "Michael Jordan starred in Creed, a film."
+    response = call(
+        linking_server,
+        linking_pb2.LinkRequest(
+            text=text,
+            mentions=[linking_pb2.MentionSpan(start=0, end=14)],
+            options=linking_pb2.LinkOptions(top_candidates=3),
+        ),
+    )
+    assert (response.kb_version, response.model_version) == ("kb@tiny", "linker@tiny")
+    [mention] = response.mentions
+    assert (mention.start, mention.end, mention.surface) == (0, 14, "Michael Jordan")
+    assert mention.entity_id == "Michael B. Jordan" and mention.name == "Michael B. Jordan" and not mention.nil
+    assert len(mention.candidates) == 3 and mention.candidates[0].entity_id == "Michael B. Jordan"
+    assert mention.candidates[0].score >= mention.candidates[1].score
+
+
+def test_link_detects_mentions_without_spans(linking_server: str) -> None:
+    response = call(linking_server, linking_pb2.LinkRequest(text="Yesterday Michael Jordan visited Paris."))
+    assert {m.surface for m in response.mentions} >= {"Michael Jordan", "Paris"}
+    assert all(m.label for m in response.mentions)
+
+
+@pytest.mark.parametrize(
+    ("request_message", "field"),
+    [
+        (linking_pb2.LinkRequest(text=""), "text"),
+        (linking_pb2.LinkRequest(text="Paris", mentions=[linking_pb2.MentionSpan(start=2, end=40)]), "mentions[0]"),
+        (
+            linking_pb2.LinkRequest(text="Paris", options=linking_pb2.LinkOptions(top_candidates=500)),
+            "options.top_candidates",
+        ),
+        (
+            linking_pb2.LinkRequest(text="Paris", options=linking_pb2.LinkOptions(nil_threshold=-1)),
+            "options.nil_threshold",
+        ),
+    ],
+)
+def test_bad_requests_are_invalid_argument_naming_the_field(linking_server: str, request_message, field) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        call(linking_server, request_message)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith(field)
+
+
+@pytest.mark.integration
+def test_demo_linker_tells_the_michael_jordans_apart(real_encoder) -> None:
+    """The default ``sleuth serve`` linker (demo KB, model trained on the demo's own documents)."""
+    loaded = load_linker(real_encoder)
+    actor = loaded.linker.link("Michael Jordan starred in Creed.")
+    player = loaded.linker.link("Michael Jordan won six NBA titles with the Bulls.")
+    assert actor[0].mention.surface == "Michael Jordan" and actor[0].entity_id == "Michael B. Jordan"
+    assert player[0].mention.surface == "Michael Jordan" and player[0].entity_id == "Michael Jordan"
+    professor = loaded.linker.link("Michael Jordan teaches machine learning at Berkeley.")
+    assert professor[0].entity_id == "Michael I. Jordan"
