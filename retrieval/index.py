@@ -34,6 +34,7 @@ from indexes import (
 from retrieval.bm25 import BM25Config, BM25Index
 from retrieval.corpus import load_corpus, resolve_corpus_path
 from retrieval.dense import DenseIndex, EmbeddingCache, Encoder, FaissConfig, embed_documents
+from retrieval.drift import SEARCH_FEATURES, Histogram, pseudo_queries, read_reference, search_features, write_reference
 from retrieval.tokenization import Tokenizer, TokenizerConfig
 from retrieval.types import Document
 
@@ -60,6 +61,7 @@ class SearchIndex:
         self.dense = dense
         self.manifest = manifest
         self.path = path
+        self.drift_reference: dict[str, Histogram] = {}
         self._position = {doc.doc_id: i for i, doc in enumerate(documents)}
 
     def __len__(self) -> int:
@@ -117,6 +119,7 @@ class SearchIndex:
         )
         embed_seconds = time.perf_counter() - t0
         dense = DenseIndex.build(embeddings, doc_ids, faiss_config)
+        reference = drift_reference(documents, bm25, dense, encoder)
 
         with staged_directory(out, overwrite=overwrite) as staging:
             with open(staging / DOCS_FILE, "w", encoding="utf-8") as handle:
@@ -125,6 +128,7 @@ class SearchIndex:
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             bm25.save(staging)
             dense.save(staging)
+            write_reference(staging, reference)
             manifest = Manifest(
                 kind=KIND,
                 format_version=FORMAT_VERSION,
@@ -156,7 +160,9 @@ class SearchIndex:
             )
             manifest.write(staging)
         logger.info("index %s written to %s", manifest.version, out)
-        return cls(documents, bm25, dense, manifest, Path(out))
+        index = cls(documents, bm25, dense, manifest, Path(out))
+        index.drift_reference = reference
+        return index
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True) -> SearchIndex:
@@ -174,9 +180,23 @@ class SearchIndex:
             doc_ids = [doc.doc_id for doc in documents]
             bm25 = BM25Index.load(path, doc_ids)
             dense = DenseIndex.load(path, doc_ids, FaissConfig.from_dict(manifest.params["faiss"]))
+            reference = read_reference(path)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise CorruptArtifactError(f"{path}: cannot load index: {exc}") from exc
-        return cls(documents, bm25, dense, manifest, path)
+        index = cls(documents, bm25, dense, manifest, path)
+        index.drift_reference = reference
+        return index
 
     def documents_by_id(self, doc_ids: Sequence[str]) -> list[Document]:
         return [self.document(doc_id) for doc_id in doc_ids]
+
+
+def drift_reference(
+    documents: Sequence[Document], bm25: BM25Index, dense: DenseIndex, encoder: Encoder
+) -> dict[str, Histogram]:
+    """Reference histograms of the drift features, from the index's own pseudo-queries."""
+    queries = pseudo_queries(documents)
+    vectors = encoder.encode(queries)
+    dense_hits = dense.search(vectors, 2)
+    rows = [search_features(q, bm25.search(q, 2), d) for q, d in zip(queries, dense_hits, strict=True)]
+    return {name: Histogram.from_values([row[name] for row in rows]) for name in SEARCH_FEATURES}

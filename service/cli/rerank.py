@@ -1,0 +1,111 @@
+"""``sleuth train reranker`` and ``sleuth explain reranker``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from indexes import ArtifactError
+from retrieval.errors import SearchError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (SearchError, ArtifactError, OSError)
+
+
+def register(groups: Any) -> None:
+    train = groups.group("train", "train models")
+    tr = train.add_parser("reranker", help="train a learned reranker from relevance judgments")
+    tr.add_argument("--index", required=True, type=Path, help="index directory the candidates come from")
+    tr.add_argument("--queries", required=True, type=Path, help="queries.jsonl (BEIR)")
+    tr.add_argument("--qrels", required=True, type=Path, help="training qrels TSV (query-id, corpus-id, score)")
+    tr.add_argument("--out", required=True, type=Path, help="model directory to create")
+    tr.add_argument("--model", default="lambdamart", choices=["lambdamart", "logreg"], help="default lambdamart")
+    tr.add_argument("--valid-fraction", type=float, default=0.2, help="share of queries held out (default 0.2)")
+    tr.add_argument("--depth", type=int, default=100, help="fused candidates per training query (default 100)")
+    tr.add_argument("--no-monotone", action="store_true", help="LambdaMART without monotone constraints")
+    tr.add_argument("--threads", type=int, default=1, help="LightGBM threads (default 1)")
+    tr.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    tr.add_argument("--json", action="store_true", help="print the validation metrics as JSON")
+    tr.set_defaults(func=run_train_reranker)
+
+    explain = groups.group("explain", "describe trained models")
+    ex = explain.add_parser("reranker", help="what a reranker relies on: feature importances or weights")
+    ex.add_argument("model_dir", type=Path, help="reranker model directory")
+    ex.add_argument("--json", action="store_true", help="print one JSON object")
+    ex.set_defaults(func=run_explain_reranker)
+
+
+def run_train_reranker(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from retrieval.dense import SentenceTransformerEncoder
+    from retrieval.index import SearchIndex
+    from retrieval.rerank import LambdaMartParams
+    from retrieval.rerank_training import TrainingConfig, train_reranker
+
+    if args.out.exists() and not args.overwrite:
+        raise SearchError(f"{args.out} already exists (add --overwrite to replace it)")
+    index = SearchIndex.load(args.index)
+    encoder = SentenceTransformerEncoder(index.encoder_info["name"])
+    try:
+        config = TrainingConfig(
+            model_type=args.model,
+            valid_fraction=args.valid_fraction,
+            depth=args.depth,
+            lambdamart=dataclasses.replace(LambdaMartParams(), monotone=not args.no_monotone),
+            threads=args.threads,
+        )
+    except ValueError as exc:
+        raise SearchError(str(exc)) from exc
+    result = train_reranker(index, encoder, args.queries, args.qrels, args.out, config=config, overwrite=args.overwrite)
+    if args.json:
+        json.dump({"version": result.manifest.version, **result.metrics}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        valid = result.metrics["valid"]
+        sys.stdout.write(
+            f"{result.manifest.version} -> {result.path}\n"
+            f"validation ({valid['queries']} queries): fused NDCG@10 {valid['fused_ndcg@10']:.4f}, "
+            f"reranked {valid['rerank_ndcg@10']:.4f} (prior weight {result.reranker.prior_weight:g})\n"
+        )
+    return 0
+
+
+def run_explain_reranker(args: argparse.Namespace) -> int:
+    from indexes import Manifest
+    from retrieval.rerank import KIND, load_reranker
+    from retrieval.rerank_training import describe
+
+    reranker = load_reranker(args.model_dir)
+    manifest = Manifest.read(args.model_dir, kind=KIND)
+    model = reranker.model
+    ranked = describe(model.importances())
+    what = "gain share" if model.model_type == "lambdamart" else "weight (log-odds per std. dev.)"
+    if args.json:
+        payload = {
+            "version": reranker.version,
+            "model_type": model.model_type,
+            "prior_weight": reranker.prior_weight,
+            "importance": what,
+            "features": dict(ranked),
+            "metrics": manifest.metrics,
+        }
+        json.dump(payload, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    lines = [
+        f"{reranker.version}  model {model.model_type}, trained on index {manifest.parents.get('index')}",
+        f"score = z(model) + {reranker.prior_weight:g} * z(1 / (60 + fused rank))",
+        f"{'feature':<22} {what}",
+    ]
+    lines += [f"{name:<22} {value:+.4f}" for name, value in ranked]
+    valid = manifest.metrics.get("valid", {})
+    if valid:
+        lines.append(
+            f"validation ({valid.get('queries')} queries): fused NDCG@10 {valid.get('fused_ndcg@10')}, "
+            f"reranked {valid.get('rerank_ndcg@10')}"
+        )
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
