@@ -1,0 +1,63 @@
+"""``sleuth kb build`` / ``link`` / ``train linker`` / ``eval link`` through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from tests.linking.conftest import ALIASES, ENTITIES
+
+
+def write_kb_files(directory: Path) -> tuple[Path, Path]:
+    entities = directory / "entities.jsonl"
+    entities.write_text(
+        "".join(json.dumps({"id": e.entity_id, "name": e.name, "description": e.description}) + "\n" for e in ENTITIES),
+        encoding="utf-8",
+    )
+    aliases = directory / "aliases.tsv"
+    aliases.write_text("alias\tentity\trank\n" + "".join(f"{a.alias}\t{a.entity_id}\t{a.rank}\n" for a in ALIASES))
+    return entities, aliases
+
+
+def test_kb_build_writes_a_kb_with_manifest(tmp_path: Path, capsys) -> None:
+    entities, aliases = write_kb_files(tmp_path)
+    code = main(["kb", "build", "--entities", str(entities), "--aliases", str(aliases), "--out", str(tmp_path / "kb")])
+    assert code == 0
+    assert "13 entities" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "kb" / "manifest.json").read_text())
+    assert manifest["kind"] == "kb"
+    assert set(manifest["files"]) == {"entities.jsonl", "aliases.tsv"}
+    assert manifest["inputs"]["entities"][0]["sha256"]
+
+
+def test_kb_build_stops_at_a_bad_row_without_writing(tmp_path: Path, capsys) -> None:
+    entities, aliases = write_kb_files(tmp_path)
+    with open(aliases, "a", encoding="utf-8") as handle:
+        handle.write("Ghost\tNo Such Entity\t1\n")
+    code = main(["kb", "build", "--entities", str(entities), "--aliases", str(aliases), "--out", str(tmp_path / "kb")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{aliases}:{len(ALIASES) + 2}:" in err and "unknown entity 'No Such Entity'" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "kb").exists()
+
+
+def test_eval_link_rejects_a_missing_kb(tmp_path: Path, capsys) -> None:
+    bench = tmp_path / "b.jsonl"
+    bench.write_text('{"id": "1", "text": "Paris", "mentions": []}\n')
+    code = main(["eval", "link", "--kb", str(tmp_path / "nope"), "--benchmark", str(bench)])
+    assert code == 2
+    assert "no such artifact directory" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_link_command_prints_entities_and_runner_ups(capsys) -> None:
+    """With no --kb, ``sleuth link`` uses the demo KB and demo linker."""
+    assert main(["link", "--json", "Michael Jordan starred in Creed."]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    jordan = next(r for r in rows if r["surface"] == "Michael Jordan")
+    assert jordan["entity"] == "Michael B. Jordan"
+    assert len(jordan["candidates"]) >= 2
