@@ -59,7 +59,7 @@ class Histogram:
         return float(np.sum((live - ref) * np.log(live / ref)))
 
 
-def search_features(query: str, bm25_hits: Sequence[Hit], dense_hits: Sequence[Hit]) -> dict[str, float]:
+def search_features(query: str, bm25_hits: Sequence[Hit] | None, dense_hits: Sequence[Hit]) -> dict[str, float]:
     """The drift features of one search (missing lists contribute no feature)."""
     features = {"query_length": float(len(query.split()))}
     if bm25_hits is not None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from indexes import IncompatibleArtifactError
 from retrieval.dense import Encoder
+from retrieval.drift import search_features
 from retrieval.errors import InvalidRequestError
 from retrieval.fusion import FusionConfig, fuse
 from retrieval.index import SearchIndex
@@ -88,6 +89,7 @@ class SearchResult:
     index_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     reranker_version: str | None = None
+    drift_features: dict[str, float] = field(default_factory=dict)
 
 
 def snippet(document: Document, max_chars: int = 240) -> str:
@@ -177,7 +179,8 @@ class Searcher:
             hits = self._rerank(request, hits, query_vector)
             timings["rerank"] = (time.perf_counter() - t0) * 1000
             reranker_version = self.reranker.version
-        return SearchResult(tuple(hits[: request.top_k]), self.index.version, timings, reranker_version)
+        features = search_features(request.query, bm25_hits if request.mode != "dense" else None, dense_hits)
+        return SearchResult(tuple(hits[: request.top_k]), self.index.version, timings, reranker_version, features)
 
     def _rerank(self, request: SearchRequest, hits: list[ScoredHit], vector: np.ndarray | None) -> list[ScoredHit]:
         assert self.reranker is not None

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retrieval.fusion import FusionConfig
+from retrieval.pipeline import SEARCH_MODES
+
 logger = logging.getLogger(__name__)
 
 CONTROL = "control"
@@ -57,7 +60,14 @@ class ArmSettings:
         fusion = data.get("fusion", {})
         if not isinstance(fusion, dict):
             raise ExperimentConfigError(f"{where}.fusion: must be an object")
-        return cls(rerank=rerank, fusion=dict(fusion), mode=data.get("mode"), version=data.get("version"))
+        try:
+            FusionConfig(**fusion)
+        except (TypeError, ValueError) as exc:
+            raise ExperimentConfigError(f"{where}.fusion: {exc}") from exc
+        mode = data.get("mode")
+        if mode is not None and mode not in SEARCH_MODES:
+            raise ExperimentConfigError(f"{where}.mode: must be one of {', '.join(SEARCH_MODES)}")
+        return cls(rerank=rerank, fusion=dict(fusion), mode=mode, version=data.get("version"))
 
 
 @dataclass(frozen=True)

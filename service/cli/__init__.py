@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "service.cli.link",
     "service.cli.rerank",
     "service.cli.compare",
+    "service.cli.online",
 )
 
 

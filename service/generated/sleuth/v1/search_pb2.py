@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sleuth/v1/search.proto\x12\tsleuth.v1\"\x91\x01\n\x0e\x46usionSettings\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x12\n\x05rrf_k\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x61lpha\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x15\n\rnormalization\x18\x04 \x01(\t\x12\x12\n\x05\x64\x65pth\x18\x05 \x01(\x05H\x02\x88\x01\x01\x42\x08\n\x06_rrf_kB\x08\n\x06_alphaB\x08\n\x06_depth\"\x8c\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12)\n\x06\x66usion\x18\x04 \x01(\x0b\x32\x19.sleuth.v1.FusionSettings\x12\x0e\n\x06rerank\x18\x05 \x01(\x08\x12\x14\n\x0crerank_depth\x18\x06 \x01(\x05\"\x85\x01\n\x0bStageScores\x12\x11\n\x04\x62m25\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x64\x65nse\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05\x66used\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x13\n\x06rerank\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x07\n\x05_bm25B\x08\n\x06_denseB\x08\n\x06_fusedB\t\n\x07_rerank\"z\n\x03Hit\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04rank\x18\x03 \x01(\x05\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0f\n\x07snippet\x18\x05 \x01(\t\x12&\n\x06stages\x18\x06 \x01(\x0b\x32\x16.sleuth.v1.StageScores\"\x85\x01\n\x0eSearchResponse\x12\x1c\n\x04hits\x18\x01 \x03(\x0b\x32\x0e.sleuth.v1.Hit\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x16\n\x0eserver_time_ms\x18\x03 \x01(\x01\x12\x18\n\x10reranker_version\x18\x04 \x01(\t\x12\x0c\n\x04mode\x18\x05 \x01(\t\"@\n\x12\x42\x61tchSearchRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.sleuth.v1.SearchRequest\"C\n\x13\x42\x61tchSearchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.sleuth.v1.SearchResponse2\x9c\x01\n\rSearchService\x12=\n\x06Search\x12\x18.sleuth.v1.SearchRequest\x1a\x19.sleuth.v1.SearchResponse\x12L\n\x0b\x42\x61tchSearch\x12\x1d.sleuth.v1.BatchSearchRequest\x1a\x1e.sleuth.v1.BatchSearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sleuth/v1/search.proto\x12\tsleuth.v1\"\x91\x01\n\x0e\x46usionSettings\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x12\n\x05rrf_k\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x61lpha\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x15\n\rnormalization\x18\x04 \x01(\t\x12\x12\n\x05\x64\x65pth\x18\x05 \x01(\x05H\x02\x88\x01\x01\x42\x08\n\x06_rrf_kB\x08\n\x06_alphaB\x08\n\x06_depth\"\xa0\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12)\n\x06\x66usion\x18\x04 \x01(\x0b\x32\x19.sleuth.v1.FusionSettings\x12\x0e\n\x06rerank\x18\x05 \x01(\x08\x12\x14\n\x0crerank_depth\x18\x06 \x01(\x05\x12\x12\n\nsession_id\x18\x07 \x01(\t\"\x85\x01\n\x0bStageScores\x12\x11\n\x04\x62m25\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x64\x65nse\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05\x66used\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x13\n\x06rerank\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x07\n\x05_bm25B\x08\n\x06_denseB\x08\n\x06_fusedB\t\n\x07_rerank\"z\n\x03Hit\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04rank\x18\x03 \x01(\x05\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0f\n\x07snippet\x18\x05 \x01(\t\x12&\n\x06stages\x18\x06 \x01(\x0b\x32\x16.sleuth.v1.StageScores\"\xba\x01\n\x0eSearchResponse\x12\x1c\n\x04hits\x18\x01 \x03(\x0b\x32\x0e.sleuth.v1.Hit\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x16\n\x0eserver_time_ms\x18\x03 \x01(\x01\x12\x18\n\x10reranker_version\x18\x04 \x01(\t\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x12\n\nexperiment\x18\x07 \x01(\t\x12\x0b\n\x03\x61rm\x18\x08 \x01(\t\"@\n\x12\x42\x61tchSearchRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.sleuth.v1.SearchRequest\"C\n\x13\x42\x61tchSearchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.sleuth.v1.SearchResponse2\x9c\x01\n\rSearchService\x12=\n\x06Search\x12\x18.sleuth.v1.SearchRequest\x1a\x19.sleuth.v1.SearchResponse\x12L\n\x0b\x42\x61tchSearch\x12\x1d.sleuth.v1.BatchSearchRequest\x1a\x1e.sleuth.v1.BatchSearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FUSIONSETTINGS']._serialized_start=38
   _globals['_FUSIONSETTINGS']._serialized_end=183
   _globals['_SEARCHREQUEST']._serialized_start=186
-  _globals['_SEARCHREQUEST']._serialized_end=326
-  _globals['_STAGESCORES']._serialized_start=329
-  _globals['_STAGESCORES']._serialized_end=462
-  _globals['_HIT']._serialized_start=464
-  _globals['_HIT']._serialized_end=586
-  _globals['_SEARCHRESPONSE']._serialized_start=589
-  _globals['_SEARCHRESPONSE']._serialized_end=722
-  _globals['_BATCHSEARCHREQUEST']._serialized_start=724
-  _globals['_BATCHSEARCHREQUEST']._serialized_end=788
-  _globals['_BATCHSEARCHRESPONSE']._serialized_start=790
-  _globals['_BATCHSEARCHRESPONSE']._serialized_end=857
-  _globals['_SEARCHSERVICE']._serialized_start=860
-  _globals['_SEARCHSERVICE']._serialized_end=1016
+  _globals['_SEARCHREQUEST']._serialized_end=346
+  _globals['_STAGESCORES']._serialized_start=349
+  _globals['_STAGESCORES']._serialized_end=482
+  _globals['_HIT']._serialized_start=484
+  _globals['_HIT']._serialized_end=606
+  _globals['_SEARCHRESPONSE']._serialized_start=609
+  _globals['_SEARCHRESPONSE']._serialized_end=795
+  _globals['_BATCHSEARCHREQUEST']._serialized_start=797
+  _globals['_BATCHSEARCHREQUEST']._serialized_end=861
+  _globals['_BATCHSEARCHRESPONSE']._serialized_start=863
+  _globals['_BATCHSEARCHRESPONSE']._serialized_end=930
+  _globals['_SEARCHSERVICE']._serialized_start=933
+  _globals['_SEARCHSERVICE']._serialized_end=1089
 # @@protoc_insertion_point(module_scope)

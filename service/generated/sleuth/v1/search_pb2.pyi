@@ -21,20 +21,22 @@ class FusionSettings(_message.Message):
     def __init__(self, method: _Optional[str] = ..., rrf_k: _Optional[float] = ..., alpha: _Optional[float] = ..., normalization: _Optional[str] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "top_k", "mode", "fusion", "rerank", "rerank_depth")
+    __slots__ = ("query", "top_k", "mode", "fusion", "rerank", "rerank_depth", "session_id")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     FUSION_FIELD_NUMBER: _ClassVar[int]
     RERANK_FIELD_NUMBER: _ClassVar[int]
     RERANK_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     query: str
     top_k: int
     mode: str
     fusion: FusionSettings
     rerank: bool
     rerank_depth: int
-    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[str] = ..., fusion: _Optional[_Union[FusionSettings, _Mapping]] = ..., rerank: _Optional[bool] = ..., rerank_depth: _Optional[int] = ...) -> None: ...
+    session_id: str
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[str] = ..., fusion: _Optional[_Union[FusionSettings, _Mapping]] = ..., rerank: _Optional[bool] = ..., rerank_depth: _Optional[int] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class StageScores(_message.Message):
     __slots__ = ("bm25", "dense", "fused", "rerank")
@@ -65,18 +67,24 @@ class Hit(_message.Message):
     def __init__(self, doc_id: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., title: _Optional[str] = ..., snippet: _Optional[str] = ..., stages: _Optional[_Union[StageScores, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "index_version", "server_time_ms", "reranker_version", "mode")
+    __slots__ = ("hits", "index_version", "server_time_ms", "reranker_version", "mode", "request_id", "experiment", "arm")
     HITS_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     SERVER_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     RERANKER_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     index_version: str
     server_time_ms: float
     reranker_version: str
     mode: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., index_version: _Optional[str] = ..., server_time_ms: _Optional[float] = ..., reranker_version: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
+    request_id: str
+    experiment: str
+    arm: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., index_version: _Optional[str] = ..., server_time_ms: _Optional[float] = ..., reranker_version: _Optional[str] = ..., mode: _Optional[str] = ..., request_id: _Optional[str] = ..., experiment: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class BatchSearchRequest(_message.Message):
     __slots__ = ("requests",)
