@@ -304,16 +304,16 @@ def load_reranker(path: str | Path, *, verify: bool = True) -> LearnedReranker:
         raise ArtifactNotFoundError(f"{path}: missing {CONFIG_FILE}") from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorruptArtifactError(f"{path}: unreadable {CONFIG_FILE}: {exc}") from exc
+    model_class: type[LambdaMartModel] | type[LogisticModel]
+    if model_type == "lambdamart":
+        model_class = LambdaMartModel
+    elif model_type == "logreg":
+        model_class = LogisticModel
+    else:
+        raise CorruptArtifactError(f"{path}: unknown model type {model_type!r} (expected one of {MODEL_TYPES})")
+    if not (path / model_class.MODEL_FILE).is_file():
+        raise ArtifactNotFoundError(f"{path}: missing model file {model_class.MODEL_FILE}")
     try:
-        model: RankingModel
-        if model_type == "lambdamart":
-            model = LambdaMartModel.load(path, features)
-        elif model_type == "logreg":
-            model = LogisticModel.load(path, features)
-        else:
-            raise CorruptArtifactError(f"{path}: unknown model type {model_type!r} (expected one of {MODEL_TYPES})")
-        return LearnedReranker(model, prior_weight, manifest.version)
-    except FileNotFoundError as exc:
-        raise ArtifactNotFoundError(f"{path}: missing model file: {exc.filename}") from exc
+        return LearnedReranker(model_class.load(path, features), prior_weight, manifest.version)
     except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
         raise CorruptArtifactError(f"{path}: cannot load {model_type} model: {exc}") from exc
