@@ -37,6 +37,12 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     auth_token_file: Path | None = None
+    # Lifecycle and observability (issue 4; see service/operations.py).
+    registry: Path | None = None  # serve the registry's active versions; enables Activate/Rollback
+    registry_poll_seconds: float = 2.0  # follow the registry's active pointer (0 = do not)
+    admin: bool = True  # the AdminService (refused on a non-loopback host without a token)
+    metrics_port: int = 0  # Prometheus /metrics port (0 = off)
+    log_queries: bool = False  # put query texts in the access log
 
     @property
     def address(self) -> str:

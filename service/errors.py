@@ -11,7 +11,7 @@ import uuid
 
 import grpc
 
-from indexes import ArtifactError
+from indexes import ArtifactError, VersionNotFoundError
 from retrieval.errors import InvalidRequestError
 from service.limits import DeadlineExpiredError, OverloadedError
 
@@ -22,6 +22,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and client-facing message for an exception raised while serving."""
     if isinstance(exc, InvalidRequestError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, VersionNotFoundError):  # Admin: no such registry version
+        return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, ArtifactError):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, OverloadedError):

