@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "service.cli.search",
     "service.cli.serve",
     "service.cli.bench",
+    "service.cli.bench",
     "service.cli.link",
     "service.cli.rerank",
     "service.cli.compare",

@@ -1,0 +1,175 @@
+"""TLS (--tls-cert/--tls-key) and bearer-token authentication (--auth-token-file)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from retrieval.pipeline import Searcher
+from service.config import ServerConfig
+from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
+from service.security import BearerTokenInterceptor, SecurityConfigError, add_port, load_token
+from service.server import Services
+from tests.service.conftest import event_loop_thread, running_server
+
+TOKEN = "test-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost/127.0.0.1 made with the openssl command line."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    root = tmp_path_factory.mktemp("tls")
+    cert, key = root / "cert.pem", root / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def services(tiny_index, fake_encoder) -> Services:
+    return Services(searcher=Searcher(tiny_index, fake_encoder))
+
+
+def tls_channel(address: str, cert: Path) -> grpc.Channel:
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    return grpc.secure_channel(address, credentials, options=[("grpc.ssl_target_name_override", "localhost")])
+
+
+def test_tls_server_answers_tls_clients_and_refuses_plaintext(services, certificate) -> None:
+    cert, key = certificate
+    config = ServerConfig(host="127.0.0.1", port=0, threads=2, tls_cert=cert, tls_key=key)
+    with running_server(services, config) as address:
+        with tls_channel(address, cert) as channel:
+            response = search_pb2_grpc.SearchServiceStub(channel).Search(
+                search_pb2.SearchRequest(query="loyal dog"), timeout=30
+            )
+            assert response.hits[0].doc_id == "dogs"
+        with grpc.insecure_channel(address) as plain, pytest.raises(grpc.RpcError) as info:
+            search_pb2_grpc.SearchServiceStub(plain).Search(search_pb2.SearchRequest(query="cat"), timeout=10)
+        assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def test_tls_and_auth_together(services, certificate, token_file) -> None:
+    cert, key = certificate
+    config = ServerConfig(host="127.0.0.1", port=0, threads=2, tls_cert=cert, tls_key=key, auth_token_file=token_file)
+    with running_server(services, config) as address, tls_channel(address, cert) as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Search(search_pb2.SearchRequest(query="cat"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        ok = stub.Search(
+            search_pb2.SearchRequest(query="cat"), timeout=30, metadata=[("authorization", f"Bearer {TOKEN}")]
+        )
+        assert ok.hits[0].doc_id == "cats"
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        [],
+        [("authorization", "Bearer wrong-token-0123456789")],
+        [("authorization", f"Bearer {TOKEN}x")],
+        [("authorization", TOKEN)],
+        [("authorization", f"Basic {TOKEN}")],
+        [("x-api-key", TOKEN)],
+    ],
+)
+def test_without_the_right_token_every_rpc_but_health_is_unauthenticated(services, token_file, metadata) -> None:
+    config = ServerConfig(host="127.0.0.1", port=0, threads=2, auth_token_file=token_file)
+    with running_server(services, config) as address, grpc.insecure_channel(address) as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        calls = [
+            lambda: stub.Search(search_pb2.SearchRequest(query="cat"), timeout=10, metadata=metadata),
+            lambda: stub.BatchSearch(
+                search_pb2.BatchSearchRequest(requests=[search_pb2.SearchRequest(query="cat")]),
+                timeout=10,
+                metadata=metadata,
+            ),
+            # Not even parsed: an unauthenticated malformed payload is UNAUTHENTICATED, not INVALID_ARGUMENT.
+            lambda: channel.unary_unary("/sleuth.v1.SearchService/Search")(
+                b"\x0a\x02\xff\xfe", timeout=10, metadata=metadata
+            ),
+            lambda: list(
+                reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10, metadata=metadata
+                )
+            ),
+        ]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert TOKEN not in (info.value.details() or "")
+        health = health_pb2_grpc.HealthStub(channel)
+        status = health.Check(health_pb2.HealthCheckRequest(), timeout=10, metadata=metadata).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_right_token_is_accepted(services, token_file) -> None:
+    config = ServerConfig(host="127.0.0.1", port=0, threads=2, auth_token_file=token_file)
+    with running_server(services, config) as address, grpc.insecure_channel(address) as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        for scheme in ("Bearer", "bearer"):
+            metadata = [("authorization", f"{scheme} {TOKEN}")]
+            assert stub.Search(search_pb2.SearchRequest(query="cat"), timeout=30, metadata=metadata).hits
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+            timeout=10,
+            metadata=[("authorization", f"Bearer {TOKEN}")],
+        )
+        assert any(r.list_services_response.service for r in responses)
+
+
+def test_interceptor_compares_tokens_exactly() -> None:
+    interceptor = BearerTokenInterceptor(TOKEN)
+    assert interceptor.authorized([("authorization", f"Bearer {TOKEN}")])
+    assert interceptor.authorized([("other", "x"), ("authorization", f"Bearer {TOKEN}".encode())])
+    assert not interceptor.authorized([("authorization", f"Bearer {TOKEN[:-1]}")])
+    assert not interceptor.authorized([("authorization", "Bearer ")])
+    assert not interceptor.authorized(None)
+
+
+def test_unusable_security_files_stop_the_server_with_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SecurityConfigError, match="cannot read"):
+        load_token(tmp_path / "missing")
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    with pytest.raises(SecurityConfigError, match="shorter than"):
+        load_token(short)
+    spaced = tmp_path / "spaced"
+    spaced.write_text("two words that are long enough\n")
+    with pytest.raises(SecurityConfigError, match="one line"):
+        load_token(spaced)
+    lonely = ServerConfig(host="127.0.0.1", port=0, tls_cert=tmp_path / "cert.pem")
+
+    async def bind() -> int:  # on the tests' shared event loop, which grpc.aio is bound to
+        return add_port(grpc.aio.server(), lonely)
+
+    with pytest.raises(SecurityConfigError, match="go together"):
+        asyncio.run_coroutine_threadsafe(bind(), event_loop_thread()).result(30)
