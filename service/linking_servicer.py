@@ -129,7 +129,9 @@ class LinkingServicer(linking_pb2_grpc.LinkingServiceServicer):
         self.loaded = loaded
         self._executor = executor
 
-    async def Link(self, request: linking_pb2.LinkRequest, context: grpc.aio.ServicerContext) -> linking_pb2.LinkResponse:
+    async def Link(
+        self, request: linking_pb2.LinkRequest, context: grpc.aio.ServicerContext
+    ) -> linking_pb2.LinkResponse:
         started = time.perf_counter()
         linker = self.loaded.linker
         try:
