@@ -1,0 +1,127 @@
+"""Graceful shutdown: on SIGTERM the server stops accepting, finishes in-flight calls, exits 0.
+
+The server runs in a subprocess (``tests/service/serving_app.py``), with one process and with
+``--workers 2``; a request is provably in flight (its encoder call has started and sleeps) when
+the signal arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 180.0  # importing torch and friends on a loaded 2-core machine is slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until_serving(address: str, process: subprocess.Popen) -> None:
+    end = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < end:
+        assert process.poll() is None, f"the server exited early with {process.returncode}"
+        with grpc.insecure_channel(address) as channel:
+            try:
+                status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+            except grpc.RpcError:
+                status = None
+        if status == health_pb2.HealthCheckResponse.SERVING:
+            return
+        time.sleep(0.5)
+    pytest.fail("the server did not become ready")
+
+
+@contextmanager
+def server_process(index: Path, markers: Path, workers: int, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    env = {**os.environ, "SLEUTH_TEST_MARKERS": str(markers), "SLEUTH_TEST_DELAY": "5", "PYTHONPATH": str(REPO)}
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.service.serving_app", str(index), str(port), str(workers)],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield f"127.0.0.1:{port}", process
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(30)
+
+
+def in_flight_then_sigterm(address: str, process: subprocess.Popen, markers: Path) -> None:
+    with grpc.insecure_channel(address) as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        in_flight = stub.Search.future(search_pb2.SearchRequest(query="slow cat"), timeout=120)
+        end = time.monotonic() + 60
+        while not any(markers.iterdir()):
+            assert time.monotonic() < end, "the slow request never reached the encoder"
+            assert not in_flight.done(), in_flight.exception()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+
+        # New calls are refused once shutdown has begun (while the in-flight one is still running).
+        refused = False
+        end = time.monotonic() + 4
+        while time.monotonic() < end and not in_flight.done():
+            with grpc.insecure_channel(address) as fresh:
+                try:
+                    search_pb2_grpc.SearchServiceStub(fresh).Search(
+                        search_pb2.SearchRequest(query="dog", mode="bm25"), timeout=1
+                    )
+                except grpc.RpcError:
+                    refused = True
+                    break
+            time.sleep(0.1)
+        assert refused, "a new call was still accepted seconds after SIGTERM"
+
+        response = in_flight.result(timeout=60)  # finished within the grace period
+        assert response.hits[0].doc_id == "cats"
+    assert process.wait(timeout=60) == 0
+
+
+def test_sigterm_finishes_the_in_flight_request_and_exits_0(tiny_index, tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    log = tmp_path / "server.log"
+    with server_process(tiny_index.path, markers, 1, log) as (address, process):
+        wait_until_serving(address, process)
+        in_flight_then_sigterm(address, process, markers)
+    text = log.read_text(errors="replace")
+    assert "shutting down" in text and "Traceback" not in text
+
+
+def test_sigterm_stops_every_worker_gracefully(tiny_index, tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    log = tmp_path / "server.log"
+    with server_process(tiny_index.path, markers, 2, log) as (address, process):
+        wait_until_serving(address, process)
+        # Both workers must be up before the signal (the second may still be loading).
+        end = time.monotonic() + START_TIMEOUT
+        while log.read_text(errors="replace").count("serving on") < 2:
+            assert time.monotonic() < end and process.poll() is None, log.read_text(errors="replace")
+            time.sleep(0.5)
+        in_flight_then_sigterm(address, process, markers)
+    text = log.read_text(errors="replace")
+    assert text.count("shutting down") == 2 and "workers exited with [0, 0]" in text
+    assert "Traceback" not in text
