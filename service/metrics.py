@@ -31,6 +31,7 @@ import json
 import logging
 import multiprocessing
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -297,9 +298,21 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         access_logger.info(json.dumps(line, ensure_ascii=False))
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each line (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_access_log(stream: Any = None) -> None:
     """Write the access log as bare JSON lines (no timestamp prefix) to ``stream`` (default stderr)."""
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     access_logger.handlers[:] = [handler]
     access_logger.setLevel(logging.INFO)

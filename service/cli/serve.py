@@ -6,10 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from indexes import ArtifactError
+from service.cli import registry as registry_cli
 from service.config import DEFAULT_PORT, ServerConfig
 from service.security import SecurityConfigError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (SecurityConfigError,)
+USER_ERRORS: tuple[type[BaseException], ...] = (SecurityConfigError, ArtifactError)
 
 
 def register(groups: Any) -> None:
@@ -26,6 +28,7 @@ def register(groups: Any) -> None:
     serve.add_argument("--threads", type=int, default=4, help="worker threads for search (default 4)")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds to finish in-flight calls on shutdown")
     add_serving_options(serve)
+    registry_cli.add_serve_options(serve)  # --registry, --metrics-port, --log-queries, --no-admin (issue 4)
     serve.set_defaults(func=run_serve)
 
 
@@ -84,6 +87,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         threads=args.threads,
         grace_seconds=args.grace,
         **serving_options(args),
+        **registry_cli.serve_options(args),
     )
 
 
