@@ -149,3 +149,19 @@ def test_concurrent_load_through_two_swaps_and_a_rollback(three_versions) -> Non
     assert [(s.version, s.draining) for s in status.served] == [(infos["B"].version, False)]
     assert status.swaps == 3 and status.registry_active["search-index"] == infos["B"].version
     assert registry.pointer("search-index").history == (infos["A"].version,)
+
+
+def test_a_server_follows_the_registry_pointer_moved_elsewhere(three_versions) -> None:
+    """``sleuth registry activate`` without --target (or Admin on another worker): the server follows."""
+    registry, infos, encoder = three_versions
+    index = SearchIndex.load(infos["A"].path)
+    config = ServerConfig(host="127.0.0.1", port=0, threads=1, registry=registry.root, registry_poll_seconds=0.1)
+    with running_server(Services(searcher=Searcher(index, encoder)), config) as address:
+        with grpc.insecure_channel(address) as channel:
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            assert stub.Search(search_pb2.SearchRequest(query="cat"), timeout=10).index_version == infos["A"].version
+            registry.activate(infos["C"].version)
+            deadline = time.monotonic() + 30
+            while stub.Search(search_pb2.SearchRequest(query="cat"), timeout=10).index_version != infos["C"].version:
+                assert time.monotonic() < deadline, "the server did not follow the registry pointer"
+                time.sleep(0.05)
