@@ -156,12 +156,12 @@ def test_a_server_follows_the_registry_pointer_moved_elsewhere(three_versions) -
     registry, infos, encoder = three_versions
     index = SearchIndex.load(infos["A"].path)
     config = ServerConfig(host="127.0.0.1", port=0, threads=1, registry=registry.root, registry_poll_seconds=0.1)
-    with running_server(Services(searcher=Searcher(index, encoder)), config) as address:
-        with grpc.insecure_channel(address) as channel:
-            stub = search_pb2_grpc.SearchServiceStub(channel)
-            assert stub.Search(search_pb2.SearchRequest(query="cat"), timeout=10).index_version == infos["A"].version
-            registry.activate(infos["C"].version)
-            deadline = time.monotonic() + 30
-            while stub.Search(search_pb2.SearchRequest(query="cat"), timeout=10).index_version != infos["C"].version:
-                assert time.monotonic() < deadline, "the server did not follow the registry pointer"
-                time.sleep(0.05)
+    services = Services(searcher=Searcher(index, encoder))
+    with running_server(services, config) as address, grpc.insecure_channel(address) as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        assert stub.Search(search_pb2.SearchRequest(query="cat"), timeout=10).index_version == infos["A"].version
+        registry.activate(infos["C"].version)
+        deadline = time.monotonic() + 30
+        while stub.Search(search_pb2.SearchRequest(query="cat"), timeout=10).index_version != infos["C"].version:
+            assert time.monotonic() < deadline, "the server did not follow the registry pointer"
+            time.sleep(0.05)
