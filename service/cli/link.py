@@ -30,6 +30,7 @@ from linking import (
 )
 from linking.evaluation import evaluate_linker
 from retrieval.errors import InvalidRequestError
+from service.cli import registry as registry_cli
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def register(groups: Any) -> None:
     build = kb.add_parser("build", help="build a KB directory from entity and alias files")
     build.add_argument("--entities", type=Path, action="append", required=True, help="entities JSON lines (repeatable)")
     build.add_argument("--aliases", type=Path, action="append", default=[], help="alias TSV (repeatable)")
-    build.add_argument("--out", type=Path, required=True, help="KB directory to write")
+    build.add_argument("--out", type=Path, help="KB directory to write (default: a new registry version)")
+    registry_cli.add_publish_options(build)
     build.add_argument("--overwrite", action="store_true", help="replace an existing KB directory")
     build.set_defaults(func=run_kb_build)
 
@@ -60,7 +62,8 @@ def register(groups: Any) -> None:
     linker.add_argument(
         "--benchmark", type=Path, action="append", required=True, help="training documents (repeatable)"
     )
-    linker.add_argument("--out", type=Path, required=True, help="model directory to write")
+    linker.add_argument("--out", type=Path, help="model directory to write (default: a new registry version)")
+    registry_cli.add_publish_options(linker)
     linker.add_argument("--model-type", choices=("lightgbm", "logistic"), default="lightgbm")
     linker.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by document (default 5)")
     linker.add_argument("--no-augment", action="store_true", help="do not add short-name copies of the documents")
@@ -103,9 +106,12 @@ def _linker(kb_dir: Path, model_dir: Path | None) -> EntityLinker:
 def run_kb_build(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     kb = KnowledgeBase.from_files(args.entities, args.aliases)
-    manifest = kb.save(args.out, inputs=file_inputs(args.entities, args.aliases), overwrite=args.overwrite)
+    inputs = file_inputs(args.entities, args.aliases)
+    manifest, out = registry_cli.publish_build(
+        args, "kb", lambda out: kb.save(out, inputs=inputs, overwrite=args.overwrite), args.out
+    )
     print(
-        f"{manifest.version}: {len(kb)} entities, {kb.alias_count()} aliases -> {args.out} "
+        f"{manifest.version}: {len(kb)} entities, {kb.alias_count()} aliases -> {out} "
         f"({time.perf_counter() - started:.1f} s)"
     )
     return 0
@@ -161,22 +167,26 @@ def run_train_linker(args: argparse.Namespace) -> int:
     model = train_disambiguator(documents, config).with_threshold(cv.threshold)
     model.metrics = cv.to_dict()
     kb_id = linker.kb.manifest.content_id if linker.kb.manifest is not None else linker.kb.content_id
-    manifest = model.save(
+    manifest, out = registry_cli.publish_build(
+        args,
+        "linker",
+        lambda out: model.save(
+            out,
+            parents={"kb": kb_id, "encoder": linker.encoder.checksum},
+            params={
+                "augment": not args.no_augment,
+                "folds": args.folds,
+                "context_window": linker.config.context_window,
+                "candidates": linker.config.candidates.__dict__,
+                "encoder": linker.encoder.name,
+            },
+            inputs={"benchmarks": [{"path": str(p), "sha256": sha256_file(p)} for p in args.benchmark]},
+            overwrite=args.overwrite,
+        ),
         args.out,
-        parents={"kb": kb_id, "encoder": linker.encoder.checksum},
-        params={
-            "augment": not args.no_augment,
-            "folds": args.folds,
-            "context_window": linker.config.context_window,
-            "candidates": linker.config.candidates.__dict__,
-            "encoder": linker.encoder.name,
-        },
-        inputs={"benchmarks": [{"path": str(p), "sha256": sha256_file(p)} for p in args.benchmark]},
-        overwrite=args.overwrite,
     )
     print(
-        f"{manifest.version}: CV F1 {cv.f1_overall:.4f} {cv.f1_by_dataset}, "
-        f"NIL threshold {cv.threshold:.2f} -> {args.out}"
+        f"{manifest.version}: CV F1 {cv.f1_overall:.4f} {cv.f1_by_dataset}, NIL threshold {cv.threshold:.2f} -> {out}"
     )
     return 0
 
