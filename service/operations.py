@@ -18,6 +18,7 @@ import contextlib
 import ipaddress
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -148,3 +149,11 @@ def registry_reranker(config: ServerConfig) -> Reranker | None:
     from retrieval.rerank import load_reranker
 
     return load_reranker(active.path)
+
+
+def registry_active_path(config: ServerConfig, kind: str) -> Path | None:
+    """The directory of the registry's active ``kind`` (e.g. "kb", "linker"), if any."""
+    if config.registry is None:
+        return None
+    active = Registry.open(config.registry).active(kind)
+    return active.path if active is not None else None

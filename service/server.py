@@ -70,7 +70,8 @@ def load_services(config: ServerConfig) -> Services:
     logger.info("loaded index %s (%d documents)", index.version, len(index))
     from service.linking_servicer import load_linker
 
-    linker = load_linker(encoder, config.kb, config.linker_model)
+    kb = config.kb or operations.registry_active_path(config, "kb")
+    linker = load_linker(encoder, kb, config.linker_model or operations.registry_active_path(config, "linker"))
     return Services(searcher=searcher, linker=linker)
 
 
