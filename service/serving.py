@@ -113,7 +113,9 @@ class SearchRunner:
 
     @classmethod
     def from_config(cls, executor: Executor, config: ServerConfig) -> SearchRunner:
-        batching = BatchingConfig(max_batch=config.batch_max_size, max_wait_ms=config.batch_max_wait_ms)
+        batching = BatchingConfig(
+            max_batch=config.batch_max_size, max_wait_ms=config.batch_max_wait_ms, bf16=config.encoder_bf16
+        )
         return cls(executor, batching=batching, max_inflight=config.max_inflight)
 
     async def search(self, searcher: Searcher, request: SearchRequest, deadline: Deadline) -> SearchResult:

@@ -1,0 +1,374 @@
+"""Serving benchmark matrix (issue 3): a real server on this machine, loaded by ``sleuth bench``.
+
+    .venv/bin/python scripts/bench_serving.py [--index DIR] [--workers 2] [--duration 15] [--write-docs]
+
+Starts ``sleuth serve`` on the SciFact index (building it first if missing; embeddings come from
+the cache), then runs ``sleuth bench`` in a separate process for every mode (bm25, dense, hybrid,
+hybrid+rerank when ``--reranker`` is given, link when the server serves linking) and concurrency
+(1, 4, 16, 64). It samples the resident memory of the server's processes throughout and reads
+their kernel-recorded peaks (VmHWM) at the end. ``--write-docs`` replaces the section between
+``<!-- serving:start -->`` and ``<!-- serving:end -->`` in docs/benchmarks.md (appending the
+markers if absent).
+
+The machine is shared: the load average before and after each run is recorded with the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SLEUTH = ROOT / ".venv" / "bin" / "sleuth"
+SHARED = ROOT.parent / "shared" / "data"
+SCIFACT = SHARED / "retrieval" / "scifact"
+MSNBC = SHARED / "linking" / "benchmarks" / "msnbc.jsonl"
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- serving:start -->", "<!-- serving:end -->"
+
+logger = logging.getLogger("bench_serving")
+
+
+def loadavg() -> float:
+    return os.getloadavg()[0]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc/<pid>/task/*/children)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return found
+
+
+def memory_kib(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class MemoryWatch:
+    """Samples the total RSS of a process tree; keeps the peak and each process's VmHWM."""
+
+    pid: int
+    peak_total_kib: int = 0
+    hwm_kib: dict[int, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def sample(self) -> None:
+        pids = process_tree(self.pid)
+        self.peak_total_kib = max(self.peak_total_kib, sum(memory_kib(p, "VmRSS") for p in pids))
+        for p in pids:
+            hwm = memory_kib(p, "VmHWM")
+            if hwm:
+                self.hwm_kib[p] = max(self.hwm_kib.get(p, 0), hwm)
+
+    def run(self) -> None:
+        while not self._stop.wait(0.25):
+            self.sample()
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def stop(self) -> None:
+        self.sample()
+        self._stop.set()
+
+
+class Server:
+    """``sleuth serve`` in a subprocess, ready when all its workers have logged "serving on"."""
+
+    def __init__(self, args: argparse.Namespace, log: Path) -> None:
+        self.port = free_port()
+        self.workers = args.workers
+        command = [
+            str(SLEUTH),
+            "--log-level",
+            "INFO",
+            "serve",
+            "--index",
+            str(args.index),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(args.workers),
+            "--batch-wait-ms",
+            str(args.batch_wait_ms),
+            "--batch-size",
+            str(args.batch_size),
+            "--max-inflight",
+            "1024",
+        ]
+        if args.torch_threads:
+            command += ["--torch-threads", str(args.torch_threads)]
+        if args.bf16:
+            command.append("--bf16")
+        if args.reranker:
+            command += ["--reranker", str(args.reranker)]
+        if args.kb:
+            command += ["--kb", str(args.kb)]
+        if args.linker_model:
+            command += ["--model", str(args.linker_model)]
+        self.log = log
+        self._sink = open(log, "wb")  # noqa: SIM115 (closed in stop())
+        logger.info("starting: %s", " ".join(command))
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=self._sink, stderr=subprocess.STDOUT)
+        self.memory = MemoryWatch(self.process.pid)
+        self.memory.start()
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 600.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited ({self.process.returncode}); see {self.log}")
+            if self.log.read_text(errors="replace").count("serving on") >= self.workers:
+                return
+            time.sleep(1.0)
+        raise RuntimeError(f"the server was not ready within {timeout:.0f} s; see {self.log}")
+
+    def serves_linking(self) -> bool:
+        return "linking:" in self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        self.memory.stop()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(30)
+        self._sink.close()
+        return code
+
+
+def bench(target: str, rpc: str, mode: str, concurrency: int, args: argparse.Namespace) -> dict[str, Any]:
+    command = [
+        str(SLEUTH),
+        "--log-level",
+        "WARNING",
+        "bench",
+        "--target",
+        target,
+        "--rpc",
+        rpc,
+        "--concurrency",
+        str(concurrency),
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+        "--json",
+    ]
+    if rpc == "search":
+        command += ["--mode", mode, "--queries", str(args.queries)]
+    else:
+        command += ["--docs", str(args.docs), "--timeout", "120"]
+    before = loadavg()
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.duration * 4 + 300)
+    if out.returncode != 0:
+        raise RuntimeError(f"sleuth bench failed: {out.stderr.strip()}")
+    result = json.loads(out.stdout)
+    result["load_before"], result["load_after"] = before, loadavg()
+    logger.info(
+        "%-6s %-6s c=%-3d %8.1f/s  p50 %7.1f  p95 %7.1f  p99 %7.1f ms  errors %s  load %.1f->%.1f",
+        rpc,
+        mode,
+        concurrency,
+        result["throughput"],
+        result["p50_ms"],
+        result["p95_ms"],
+        result["p99_ms"],
+        result["errors"] or "-",
+        before,
+        result["load_after"],
+    )
+    return result
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = 0
+    try:
+        total = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+        mem_gib = round(int(total.split()[1]) / 1024 / 1024)
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores ({cpu}, KVM guest), {mem_gib} GiB RAM, no GPU, Linux {platform.release()}"
+
+
+def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse.Namespace, started: str) -> str:
+    lines = [
+        START,
+        "## Serving (issue 3)",
+        "",
+        f"Machine: {machine()}; shared with other jobs. Load average (1 min) over the runs: "
+        f"{memory['load_min']:.1f} to {memory['load_max']:.1f} (2.0 = both cores busy), "
+        f"{memory['load_start']:.1f} before the server started. Run {started}.",
+        "",
+        f"Server: `sleuth serve --index <SciFact, 5,183 docs> --workers {args.workers}` "
+        f"(micro-batches of at most {args.batch_size} queries, wait at most {args.batch_wait_ms} ms; "
+        f"torch threads per worker {args.torch_threads or 'cores / workers'}, FAISS 1"
+        f"{', bfloat16 query encoding' if args.bf16 else ', float32'}){memory['extra']}. "
+        "Load: `sleuth bench`, closed loop, one connection per virtual user, "
+        f"{args.duration:.0f} s measured after {args.warmup:.0f} s warm-up, in a separate process "
+        "on the same 2 cores (it competes with the server for CPU). SciFact test queries, top 10.",
+        "",
+        "| rpc | mode | concurrency | throughput (/s) | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "0"
+        unit = "docs" if r["rpc"] == "link" else "queries"
+        lines.append(
+            f"| {r['rpc']} | {r['mode'] if r['rpc'] == 'search' else '-'} | {r['concurrency']} | "
+            f"{r['throughput']:.1f} {unit} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {errors} |"
+        )
+    lines += [
+        "",
+        f"Peak server memory: **{memory['peak_total_mib']:.0f} MiB** resident in total (sampled every 0.25 s over "
+        f"the whole run, all processes); per process peaks (VmHWM): {memory['per_process']}.",
+        "",
+        "Reproduce:",
+        "",
+        "```",
+        f".venv/bin/python scripts/bench_serving.py --workers {args.workers} --duration {args.duration:g} --write-docs",
+        "```",
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str) -> None:
+    current = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
+    if START in current and END in current:
+        head, rest = current.split(START, 1)
+        tail = rest.split(END, 1)[1].lstrip("\n")
+        updated = head + text + ("\n" + tail if tail else "")
+    else:
+        updated = current.rstrip("\n") + "\n\n" + text
+    DOC.write_text(updated, encoding="utf-8")
+
+
+def ensure_index(path: Path) -> None:
+    if (path / "manifest.json").exists():
+        return
+    logger.info("building the SciFact index at %s", path)
+    subprocess.run([str(SLEUTH), "index", "build", "--corpus", str(SCIFACT), "--out", str(path)], cwd=ROOT, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--index", type=Path, default=Path("/tmp/idx-scifact-bench"))
+    parser.add_argument("--queries", type=Path, default=SCIFACT / "queries.jsonl")
+    parser.add_argument("--docs", type=Path, default=MSNBC, help="documents for the link rows (msnbc)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--torch-threads", type=int)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--bf16", action="store_true", help="serve with --bf16 (bfloat16 query encoding)")
+    parser.add_argument("--reranker", type=Path, help="reranker model directory (adds hybrid+rerank rows)")
+    parser.add_argument("--kb", type=Path, help="KB directory for the link rows (default: the demo KB)")
+    parser.add_argument("--linker-model", type=Path, help="linker model directory")
+    parser.add_argument("--modes", default="bm25,dense,hybrid,rerank,link")
+    parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--link-concurrency", default="1,4,16")
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--json-out", type=Path, help="also write the raw results here")
+    parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    ensure_index(args.index)
+    started = time.strftime("%Y-%m-%d %H:%M")
+    load_start = loadavg()
+    log = Path(f"/tmp/bench-serving-{os.getpid()}.log")
+    server = Server(args, log)
+    results: list[dict[str, Any]] = []
+    try:
+        server.wait_ready()
+        time.sleep(2.0)
+        modes = [m for m in args.modes.split(",") if m]
+        concurrencies = [int(c) for c in args.concurrency.split(",")]
+        for mode in modes:
+            if mode == "rerank" and not args.reranker:
+                logger.info("no --reranker: skipping hybrid+rerank")
+                continue
+            if mode == "link":
+                if not server.serves_linking():
+                    logger.info("the server does not serve linking: skipping link")
+                    continue
+                for c in (int(x) for x in args.link_concurrency.split(",")):
+                    results.append(bench(server.target, "link", "-", c, args))
+                continue
+            for c in concurrencies:
+                results.append(bench(server.target, "search", mode, c, args))
+    finally:
+        code = server.stop()
+    logger.info("server exited with %d; log %s", code, log)
+
+    loads = [r["load_before"] for r in results] + [r["load_after"] for r in results]
+    hwm = server.memory.hwm_kib
+    memory = {
+        "peak_total_mib": server.memory.peak_total_kib / 1024,
+        "per_process": ", ".join(f"{v / 1024:.0f} MiB" for _, v in sorted(hwm.items())),
+        "load_min": min(loads, default=load_start),
+        "load_max": max(loads, default=load_start),
+        "load_start": load_start,
+        "extra": f", reranker `{args.reranker.name}`" if args.reranker else "",
+    }
+    logger.info("peak server RSS %.0f MiB (per process %s)", memory["peak_total_mib"], memory["per_process"])
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"results": results, "memory": memory}, indent=2) + "\n")
+    text = render(results, memory, args, started)
+    print(text)
+    if args.write_docs:
+        write_section(text)
+        logger.info("wrote %s", DOC)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
