@@ -34,20 +34,23 @@ def test_prf_counts_add_up_to_micro_scores() -> None:
     assert PRFCounts().f1 == 0.0
 
 
-def test_ed_scoring_counts_nil_predictions_only_against_recall() -> None:
+def test_ed_scoring_counts_nil_predictions_only_against_recall_and_entities_on_nil_gold_as_fp() -> None:
     result = EvaluationResult("ed")
     links = [
         link(0, 5, "Paris", "Paris", "Paris Hilton"),  # wrong: fp and fn
         link(10, 17, "Saddam Hussein", "Hussein of Jordan", "Saddam Hussein"),  # right
         link(21, 26, None, "Paris"),  # NIL: fn only
-        link(28, 34, "Paris"),  # gold NIL: ignored
+        link(28, 34, "Paris"),  # gold NIL, an entity predicted: fp (a predicted non-NIL that is not correct)
     ]
     score_document(DOC, links, "ed", result)
-    assert (result.counts.tp, result.counts.fp, result.counts.fn) == (1, 1, 2)
-    assert result.counts.precision == 0.5
+    assert (result.counts.tp, result.counts.fp, result.counts.fn) == (1, 2, 2)
+    assert result.counts.precision == pytest.approx(1 / 3)
     assert result.counts.recall == pytest.approx(1 / 3)
     assert result.candidate_recall() == {1: 1 / 3, 10: 1.0, 30: 1.0}
-    assert [e.surface for e in result.errors] == ["Paris", "Paris"]
+    assert [e.surface for e in result.errors] == ["Paris", "Paris", "Nobody"]
+    nil_on_nil = EvaluationResult("ed")
+    score_document(DOC, [*links[:3], link(28, 34, None)], "ed", nil_on_nil)
+    assert (nil_on_nil.counts.tp, nil_on_nil.counts.fp, nil_on_nil.counts.fn) == (1, 1, 2)
 
 
 def test_e2e_scoring_needs_exact_spans() -> None:
