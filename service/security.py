@@ -138,7 +138,9 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
 
 def server_interceptors(config: ServerConfig) -> list[grpc.aio.ServerInterceptor]:
-    """The interceptors ``config`` asks for, outermost first: authentication, then parse errors."""
+    """The interceptors ``config`` asks for, outermost first: authentication, parse errors, admission."""
+    from service.admission import LINK_INFLIGHT_DIVISOR, AdmissionInterceptor
+    from service.limits import AdmissionLimiter
     from service.validation import MalformedRequestInterceptor
 
     chain: list[grpc.aio.ServerInterceptor] = []
@@ -147,6 +149,7 @@ def server_interceptors(config: ServerConfig) -> list[grpc.aio.ServerInterceptor
         if config.tls_cert is None and config.host not in ("localhost", "127.0.0.1", "::1", "[::1]"):
             logger.warning("bearer tokens on %s travel in clear text: serve with --tls-cert/--tls-key", config.host)
     chain.append(MalformedRequestInterceptor())
+    chain.append(AdmissionInterceptor(AdmissionLimiter(max(1, config.max_inflight // LINK_INFLIGHT_DIVISOR))))
     return chain
 
 
