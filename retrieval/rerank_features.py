@@ -17,7 +17,10 @@ document lengths do not transfer between corpora). Groups (``FEATURE_GROUPS``):
   the idf-weighted share that occurs in its title.
 * ``prf``      - pseudo-relevance feedback in embedding space: the cosine of the document with the
   centroid of the top ``PRF_DEPTH`` fused candidates (a document like the best-ranked ones is
-  likely relevant too), as a gap to the best and as a z-score.
+  likely relevant too), as a gap to the best and as a z-score; and Rocchio's expanded query
+  ``q + ROCCHIO_BETA * unit(centroid of the top ROCCHIO_DEPTH)`` (Rocchio 1971), whose cosine with
+  the document is taken the same two ways. Depth 3 and beta 0.5 were chosen on SciFact train
+  queries (the expanded cosine alone: 0.691 NDCG@10 against 0.660 for the plain one).
 * ``absolute`` - the same evidence on absolute scales (cosines, coverage shares in [0, 1]); they
   are computed for analysis and are not in the default model (``RELATIVE_GROUPS``).
 
@@ -41,6 +44,8 @@ from retrieval.types import ScoredHit
 
 RRF_K = 60.0
 PRF_DEPTH = 5
+ROCCHIO_DEPTH = 3
+ROCCHIO_BETA = 0.5
 _EPS = 1e-9
 
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -49,7 +54,7 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "dense": ("dense_gap", "dense_z", "dense_log_rank"),
     "agree": ("rank_disagreement", "best_log_rank"),
     "terms": ("coverage_share", "coverage_z", "title_coverage_z"),
-    "prf": ("prf_gap", "prf_z"),
+    "prf": ("prf_gap", "prf_z", "rocchio_gap", "rocchio_z"),
     "absolute": ("dense_cos", "prf_cos", "coverage_idf", "coverage", "title_coverage_idf"),
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(name for names in FEATURE_GROUPS.values() for name in names)
@@ -71,6 +76,8 @@ MONOTONE: dict[str, int] = {
     "title_coverage_z": 1,
     "prf_gap": 1,
     "prf_z": 1,
+    "rocchio_gap": 1,
+    "rocchio_z": 1,
     "dense_cos": 1,
     "prf_cos": 1,
     "coverage_idf": 1,
@@ -183,6 +190,13 @@ def candidate_features(
     columns["prf_cos"] = prf
     columns["prf_gap"] = prf - prf.max()
     columns["prf_z"] = _zscore(prf)
+    # Rocchio (1971) in embedding space: q' = q + beta * unit(centroid of the top fused documents).
+    top = vectors[np.argsort(fused_rank, kind="stable")[:ROCCHIO_DEPTH]].mean(axis=0)
+    norm = np.linalg.norm(top)
+    expanded = query_vector + (ROCCHIO_BETA * top / norm if norm > _EPS else 0.0)
+    rocchio = vectors @ (expanded / np.linalg.norm(expanded))
+    columns["rocchio_gap"] = rocchio - rocchio.max()
+    columns["rocchio_z"] = _zscore(rocchio)
 
     return np.column_stack([columns[name] for name in FEATURE_NAMES]).astype(np.float32)
 

@@ -1,10 +1,12 @@
 """Training a learned reranker from relevance judgments, with a held-out validation split.
 
 Steps: retrieve the fused candidates of every judged training query (the same hybrid pipeline
-that serves), compute their features, split the queries into a fitting part and a validation part
-(by a hash of the query id, so the split is stable across runs and machines), fit the model on
-the first, stop early and choose the mixing weight with the fused ranking on the second, and write
-the model directory atomically with its manifest.
+that serves) and compute their features; split the queries into ``folds`` parts by a hash of the
+query id (stable across runs and machines); for each part, fit a model on the other parts and
+validate it on that one (LambdaMART stops early there); the served LambdaMART is the bag of the
+fold models (logistic regression is refitted on all queries). The weight of the fused ranking in
+the final score is chosen on the out-of-fold predictions, so every training query serves once as
+validation. The model directory is written atomically with its manifest.
 
 Example:
     >>> result = train_reranker(index, encoder, "queries.jsonl", "qrels/train.tsv", "models/rr")  # doctest: +SKIP
@@ -77,7 +79,7 @@ class TrainingConfig:
     features: tuple[str, ...] = features_of_groups(RELATIVE_GROUPS)
     lambdamart: LambdaMartParams = field(default_factory=LambdaMartParams)
     logreg: LogRegParams = field(default_factory=LogRegParams)
-    valid_fraction: float = 0.2
+    folds: int = 5
     split_salt: str = "sleuth-rerank"
     depth: int = 100
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -92,8 +94,8 @@ class TrainingConfig:
         unknown = [name for name in self.features if name not in FEATURE_NAMES]
         if unknown or not self.features:
             raise ValueError(f"unknown or no features {unknown}; choose from {FEATURE_NAMES}")
-        if not (0.0 < self.valid_fraction < 1.0):
-            raise ValueError(f"valid_fraction must be within (0, 1), got {self.valid_fraction}")
+        if not (2 <= self.folds <= 20):
+            raise ValueError(f"folds must be within [2, 20], got {self.folds}")
         if not self.prior_weights:
             raise ValueError("prior_weights must not be empty")
 
@@ -102,7 +104,7 @@ class TrainingConfig:
             "model_type": self.model_type,
             "features": list(self.features),
             "model_params": (self.lambdamart if self.model_type == "lambdamart" else self.logreg).to_dict(),
-            "valid_fraction": self.valid_fraction,
+            "folds": self.folds,
             "split_salt": self.split_salt,
             "depth": self.depth,
             "fusion": self.fusion.to_dict(),
@@ -120,10 +122,10 @@ class TrainingResult:
     metrics: dict[str, Any]
 
 
-def is_validation_query(qid: str, fraction: float, salt: str = "sleuth-rerank") -> bool:
-    """Deterministic split: a query is held out when the hash of (salt, qid) falls below ``fraction``."""
+def fold_of(qid: str, folds: int, salt: str = "sleuth-rerank") -> int:
+    """Deterministic fold of a query: the hash of (salt, qid) modulo ``folds``."""
     digest = hashlib.sha256(f"{salt}\0{qid}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return int.from_bytes(digest[:8], "big") % folds
 
 
 def collect_candidates(
@@ -189,10 +191,11 @@ def fit_model(
 
 
 def choose_prior_weight(
-    model: RankingModel, config: TrainingConfig, valid_sets: Sequence[CandidateSet], qrels: Qrels
+    raw_scores: Sequence[np.ndarray], sets: Sequence[CandidateSet], qrels: Qrels, config: TrainingConfig
 ) -> tuple[float, dict[str, float]]:
     """Choose the weight of the fused ranking by the one-standard-error rule on validation queries.
 
+    ``raw_scores`` are a model's scores of the candidates of ``sets``, which it was not trained on.
     The weight with the best mean NDCG@10 is found first; then the largest (most conservative)
     weight whose per-query NDCG@10 is worse than the best by less than one standard error of the
     paired differences is chosen (Hastie, Tibshirani & Friedman, ESL 7.10: prefer the simpler model
@@ -200,8 +203,8 @@ def choose_prior_weight(
     the model; the rule keeps the reranker close to its input unless the data clearly say otherwise,
     which is what protects corpora it never saw. Returns the weight and each weight's mean.
     """
-    reranker = LearnedReranker(model)
-    raw = [model.predict(reranker.select(s.features)) for s in valid_sets]
+    raw = list(raw_scores)
+    valid_sets = list(sets)
     per_query = {
         w: per_query_ndcg_at_10(
             valid_sets, [mix_with_prior(r, s.fused_ranks, w) for r, s in zip(raw, valid_sets, strict=True)], qrels
@@ -262,29 +265,46 @@ def train_reranker(
     judgments: Qrels = load_qrels(qrels_path) if qrels_path is not None else dict(qrels)  # type: ignore[arg-type]
 
     sets = collect_candidates(index, encoder, query_list, judgments, depth=config.depth, fusion=config.fusion)
-    valid_sets = [s for s in sets if is_validation_query(s.qid, config.valid_fraction, config.split_salt)]
-    fit_sets = [s for s in sets if not is_validation_query(s.qid, config.valid_fraction, config.split_salt)]
-    if not valid_sets or not fit_sets:
-        raise ValueError(f"{len(sets)} judged queries are too few to hold out a validation part")
-    logger.info("training %s on %d queries, validating on %d", config.model_type, len(fit_sets), len(valid_sets))
-
-    model = fit_model(config, fit_sets, valid_sets)
-    prior_weight, by_weight = choose_prior_weight(model, config, valid_sets, judgments)
-    fused_valid = ndcg_at_10(valid_sets, [-s.fused_ranks for s in valid_sets], judgments)
+    folds = [fold_of(s.qid, config.folds, config.split_salt) for s in sets]
+    if len(set(folds)) < config.folds:
+        raise ValueError(f"{len(sets)} judged queries are too few for {config.folds} validation folds")
+    columns = np.array([FEATURE_NAMES.index(name) for name in config.features])
+    out_of_fold: list[np.ndarray | None] = [None] * len(sets)
+    members: list[RankingModel] = []
+    for k in range(config.folds):
+        fit_sets = [s for s, f in zip(sets, folds, strict=True) if f != k]
+        valid_sets = [s for s, f in zip(sets, folds, strict=True) if f == k]
+        logger.info(
+            "fold %d: fitting %s on %d queries, validating on %d", k, config.model_type, len(fit_sets), len(valid_sets)
+        )
+        member = fit_model(config, fit_sets, valid_sets)
+        members.append(member)
+        for i, f in enumerate(folds):
+            if f == k:
+                out_of_fold[i] = member.predict(sets[i].features[:, columns])
+    raw = [r if r is not None else np.zeros(0) for r in out_of_fold]
+    prior_weight, by_weight = choose_prior_weight(raw, sets, judgments, config)
+    model: RankingModel
+    if config.model_type == "lambdamart":
+        model = LambdaMartModel.bag([m for m in members if isinstance(m, LambdaMartModel)])
+    else:
+        model = fit_model(config, sets, [])
+    fused = ndcg_at_10(sets, [-s.fused_ranks for s in sets], judgments)
     metrics: dict[str, Any] = {
         "valid": {
-            "queries": len(valid_sets),
-            "fused_ndcg@10": round(fused_valid, 6),
+            "queries": len(sets),
+            "folds": config.folds,
+            "fused_ndcg@10": round(fused, 6),
             "rerank_ndcg@10": by_weight[f"{prior_weight:g}"],
             "rerank_ndcg@10_by_prior_weight": by_weight,
         },
-        "fit": {"queries": len(fit_sets), "candidates": int(sum(len(s.doc_ids) for s in fit_sets))},
+        "fit": {"queries": len(sets), "candidates": int(sum(len(s.doc_ids) for s in sets))},
     }
     if isinstance(model, LambdaMartModel):
-        metrics["fit"]["trees"] = int(model.booster.best_iteration or model.booster.num_trees())
+        metrics["fit"]["trees"] = model.trees
     logger.info(
-        "validation NDCG@10: fused %.4f, reranked %.4f (prior weight %g)",
-        fused_valid,
+        "out-of-fold validation NDCG@10: fused %.4f, reranked %.4f (prior weight %g)",
+        fused,
         metrics["valid"]["rerank_ndcg@10"],
         prior_weight,
     )

@@ -22,7 +22,7 @@ def register(groups: Any) -> None:
     tr.add_argument("--qrels", required=True, type=Path, help="training qrels TSV (query-id, corpus-id, score)")
     tr.add_argument("--out", required=True, type=Path, help="model directory to create")
     tr.add_argument("--model", default="lambdamart", choices=["lambdamart", "logreg"], help="default lambdamart")
-    tr.add_argument("--valid-fraction", type=float, default=0.2, help="share of queries held out (default 0.2)")
+    tr.add_argument("--folds", type=int, default=5, help="validation folds of the training queries (default 5)")
     tr.add_argument("--depth", type=int, default=100, help="fused candidates per training query (default 100)")
     tr.add_argument("--no-monotone", action="store_true", help="LambdaMART without monotone constraints")
     tr.add_argument("--threads", type=int, default=1, help="LightGBM threads (default 1)")
@@ -52,7 +52,7 @@ def run_train_reranker(args: argparse.Namespace) -> int:
     try:
         config = TrainingConfig(
             model_type=args.model,
-            valid_fraction=args.valid_fraction,
+            folds=args.folds,
             depth=args.depth,
             lambdamart=dataclasses.replace(LambdaMartParams(), monotone=not args.no_monotone),
             threads=args.threads,

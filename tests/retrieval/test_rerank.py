@@ -22,7 +22,7 @@ from retrieval.rerank import (
     mix_with_prior,
 )
 from retrieval.rerank_features import FEATURE_NAMES
-from retrieval.rerank_training import TrainingConfig, is_validation_query, train_reranker
+from retrieval.rerank_training import CandidateSet, TrainingConfig, choose_prior_weight, fold_of, train_reranker
 from retrieval.types import Query
 from service.cli import main as cli_main
 from tests.conftest import FakeEncoder
@@ -97,12 +97,12 @@ def test_mix_with_prior() -> None:
     assert list(np.argsort(-flat)) == [0, 1, 2, 3, 4]
 
 
-def test_is_validation_query_is_deterministic_and_near_the_fraction() -> None:
+def test_folds_are_deterministic_and_balanced() -> None:
     qids = [str(i) for i in range(2000)]
-    held = [is_validation_query(q, 0.2) for q in qids]
-    assert held == [is_validation_query(q, 0.2) for q in qids]
-    assert 0.17 < np.mean(held) < 0.23
-    assert held != [is_validation_query(q, 0.2, salt="other") for q in qids]
+    folds = [fold_of(q, 5) for q in qids]
+    assert folds == [fold_of(q, 5) for q in qids]
+    assert all(0.17 < folds.count(k) / len(qids) < 0.23 for k in range(5))
+    assert folds != [fold_of(q, 5, salt="other") for q in qids]
 
 
 # -- training end to end on a synthetic corpus -------------------------------------------------
@@ -140,7 +140,7 @@ def test_train_reranker_writes_a_loadable_model_with_manifest(
     animal_data, animal_index, tmp_path: Path, model_type: str
 ) -> None:
     _, queries, qrels, encoder = animal_data
-    config = TrainingConfig(valid_fraction=0.3, depth=20, lambdamart=LambdaMartParams(min_data_in_leaf=5))
+    config = TrainingConfig(folds=3, depth=20, lambdamart=LambdaMartParams(min_data_in_leaf=5))
     out = tmp_path / "rr"
     result = train_reranker(animal_index, encoder, queries, qrels, out, model_type=model_type, config=config)
 
@@ -152,13 +152,15 @@ def test_train_reranker_writes_a_loadable_model_with_manifest(
     assert len(manifest.inputs["qrels"]["content_sha256"]) == 64
     assert "lightgbm" in manifest.libraries and "scikit-learn" in manifest.libraries
     valid = manifest.metrics["valid"]
-    assert valid["queries"] + manifest.metrics["fit"]["queries"] == len(queries)
+    assert valid["queries"] == manifest.metrics["fit"]["queries"] == len(queries)
+    assert valid["folds"] == 3
     assert set(valid["rerank_ndcg@10_by_prior_weight"]) == {f"{w:g}" for w in config.prior_weights}
     assert result.reranker.prior_weight in config.prior_weights
 
     reranker = load_reranker(tmp_path / "rr")
     assert reranker.version == manifest.version == result.reranker.version
     assert reranker.model.model_type == model_type
+    assert reranker.model.members == (3 if model_type == "lambdamart" else 1)
 
     # Served through the pipeline: the reranker's scores order the hits and are reported beside
     # the stage scores.
@@ -181,7 +183,7 @@ def test_reranker_improves_on_fusion_where_fusion_is_weak(animal_data, animal_in
     from retrieval.evaluation import evaluate_run
 
     _, queries, qrels, encoder = animal_data
-    config = TrainingConfig(valid_fraction=0.3, depth=20, lambdamart=LambdaMartParams(min_data_in_leaf=5))
+    config = TrainingConfig(folds=3, depth=20, lambdamart=LambdaMartParams(min_data_in_leaf=5))
     reranker = train_reranker(animal_index, encoder, queries, qrels, tmp_path / "rr", config=config).reranker
     searcher = Searcher(animal_index, encoder, reranker)
 
@@ -211,8 +213,8 @@ def test_config_validation() -> None:
         TrainingConfig(model_type="svm")
     with pytest.raises(ValueError, match="unknown or no features"):
         TrainingConfig(features=("nope",))
-    with pytest.raises(ValueError, match="valid_fraction"):
-        TrainingConfig(valid_fraction=1.0)
+    with pytest.raises(ValueError, match="folds"):
+        TrainingConfig(folds=1)
 
 
 # -- model directories: errors and explain ------------------------------------------------------
@@ -222,7 +224,7 @@ def test_config_validation() -> None:
 def trained_dir(animal_data, animal_index, tmp_path_factory) -> Path:
     _, queries, qrels, encoder = animal_data
     out = tmp_path_factory.mktemp("model") / "rr"
-    config = TrainingConfig(valid_fraction=0.3, depth=20, lambdamart=LambdaMartParams(min_data_in_leaf=5))
+    config = TrainingConfig(folds=3, depth=20, lambdamart=LambdaMartParams(min_data_in_leaf=5))
     train_reranker(animal_index, encoder, queries, qrels, out, config=config)
     return out
 
@@ -279,3 +281,28 @@ def test_cli_explain(trained_dir: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "gain share" in text and "prior" not in text.split("\n")[0]
     assert cli_main(["explain", "reranker", str(trained_dir.parent / "missing")]) == 2
     assert "no such artifact directory" in capsys.readouterr().err
+
+
+def _sets(n: int, relevant_rank: int) -> tuple[list[CandidateSet], Qrels]:
+    sets, qrels = [], {}
+    for q in range(n):
+        docs = tuple(f"q{q}d{i}" for i in range(10))
+        sets.append(CandidateSet(f"q{q}", docs, np.zeros((10, len(FEATURE_NAMES))), np.zeros(10, dtype=np.int32)))
+        qrels[f"q{q}"] = {docs[relevant_rank - 1]: 1}
+    return sets, qrels
+
+
+def test_prior_weight_one_standard_error_rule() -> None:
+    config = TrainingConfig(prior_weights=(0.0, 0.5, 1.0, 4.0))
+    sets, qrels = _sets(30, relevant_rank=6)
+    # A model that always finds the relevant document: a strong prior is clearly worse, so the
+    # largest weight that still lets the model decide is kept.
+    sharp = [np.where(np.arange(10) == 5, 3.0, 0.0) for _ in sets]
+    weight, means = choose_prior_weight(sharp, sets, qrels, config)
+    assert means["0"] == pytest.approx(1.0) and means["4"] < 0.9
+    assert weight == max(w for w in config.prior_weights if means[f"{w:g}"] == pytest.approx(1.0)) < 4.0
+    # A model that adds nothing to the fused order: every weight ties, so the most conservative
+    # one is kept.
+    same = [-np.arange(10.0) for _ in sets]
+    weight, _ = choose_prior_weight(same, sets, qrels, config)
+    assert weight == 4.0
