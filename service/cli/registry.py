@@ -287,12 +287,18 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
 
 
 def serve_options(args: argparse.Namespace) -> dict[str, Any]:
+    from service.config import ServerConfig
+    from service.operations import check_admin_exposure
+
     if args.registry is not None and getattr(args, "index", None) is not None:
         raise ArtifactError("give --index or --registry, not both")
-    return {
+    options = {
         "registry": args.registry,
         "registry_poll_seconds": args.registry_poll,
         "metrics_port": args.metrics_port,
         "log_queries": args.log_queries,
         "admin": not args.no_admin,
     }
+    # Refuse an unprotected public Admin before loading anything (the server checks again).
+    check_admin_exposure(ServerConfig(host=args.host, auth_token_file=args.auth_token_file, admin=options["admin"]))
+    return options
