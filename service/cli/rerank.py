@@ -10,6 +10,7 @@ from typing import Any
 
 from indexes import ArtifactError
 from retrieval.errors import SearchError
+from service.cli import registry as registry_cli
 
 USER_ERRORS: tuple[type[BaseException], ...] = (SearchError, ArtifactError, OSError)
 
@@ -17,10 +18,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (SearchError, ArtifactError, OSEr
 def register(groups: Any) -> None:
     train = groups.group("train", "train models")
     tr = train.add_parser("reranker", help="train a learned reranker from relevance judgments")
-    tr.add_argument("--index", required=True, type=Path, help="index directory the candidates come from")
+    tr.add_argument("--index", type=Path, help="index the candidates come from (default: the registry's active one)")
     tr.add_argument("--queries", required=True, type=Path, help="queries.jsonl (BEIR)")
     tr.add_argument("--qrels", required=True, type=Path, help="training qrels TSV (query-id, corpus-id, score)")
-    tr.add_argument("--out", required=True, type=Path, help="model directory to create")
+    tr.add_argument("--out", type=Path, help="model directory to create (default: a new registry version)")
+    registry_cli.add_publish_options(tr)
     tr.add_argument("--model", default="lambdamart", choices=["lambdamart", "logreg"], help="default lambdamart")
     tr.add_argument("--folds", type=int, default=5, help="validation folds of the training queries (default 5)")
     tr.add_argument("--depth", type=int, default=100, help="fused candidates per training query (default 100)")
@@ -45,9 +47,9 @@ def run_train_reranker(args: argparse.Namespace) -> int:
     from retrieval.rerank import LambdaMartParams
     from retrieval.rerank_training import TrainingConfig, train_reranker
 
-    if args.out.exists() and not args.overwrite:
+    if args.out is not None and args.out.exists() and not args.overwrite:
         raise SearchError(f"{args.out} already exists (add --overwrite to replace it)")
-    index = SearchIndex.load(args.index)
+    index = SearchIndex.load(args.index or registry_cli.active_path(args, "search-index"))
     encoder = SentenceTransformerEncoder(index.encoder_info["name"])
     try:
         config = TrainingConfig(
@@ -59,14 +61,21 @@ def run_train_reranker(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise SearchError(str(exc)) from exc
-    result = train_reranker(index, encoder, args.queries, args.qrels, args.out, config=config, overwrite=args.overwrite)
+    result, out = registry_cli.publish_build(
+        args,
+        "reranker",
+        lambda out: train_reranker(
+            index, encoder, args.queries, args.qrels, out, config=config, overwrite=args.overwrite
+        ),
+        args.out,
+    )
     if args.json:
         json.dump({"version": result.manifest.version, **result.metrics}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         valid = result.metrics["valid"]
         sys.stdout.write(
-            f"{result.manifest.version} -> {result.path}\n"
+            f"{result.manifest.version} -> {out}\n"
             f"validation ({valid['queries']} queries): fused NDCG@10 {valid['fused_ndcg@10']:.4f}, "
             f"reranked {valid['rerank_ndcg@10']:.4f} (prior weight {result.reranker.prior_weight:g})\n"
         )
