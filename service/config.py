@@ -44,6 +44,10 @@ class ServerConfig:
     admin: bool = True  # the AdminService (refused on a non-loopback host without a token)
     metrics_port: int = 0  # Prometheus /metrics port (0 = off)
     log_queries: bool = False  # put query texts in the access log
+    # Experiments and feedback (issue 5; see service/online.py, service/feedback.py).
+    experiment: Path | None = None  # JSON experiment file, re-read when it changes
+    feedback_db: Path | None = None  # SQLite feedback log; None: no FeedbackService
+    drift_threshold: float = 0.25  # PSI above which a drift feature is in alarm
 
     @property
     def address(self) -> str:

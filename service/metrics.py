@@ -194,6 +194,12 @@ def note_linking(version: str, mentions: int, nil: int, timings_ms: dict[str, fl
     metrics.observe_stages(timings_ms or {})
 
 
+def current_request_id() -> str | None:
+    """The id of the RPC being served (set by :class:`TelemetryInterceptor`), if any."""
+    call = _CURRENT.get()
+    return call.request_id if call is not None else None
+
+
 def _request_id(metadata: Iterable[tuple[str, Any]] | None) -> str:
     for key, value in metadata or ():
         if key == REQUEST_ID_KEY:

@@ -15,6 +15,7 @@ from service.errors import abort_with
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
 from service.limits import Deadline
 from service.metrics import note_search
+from service.online import OnlineLoop
 from service.serving import SearchRunner
 from service.serving_state import ServingState
 
@@ -96,7 +97,11 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     """
 
     def __init__(
-        self, searcher: Searcher | ServingState[Searcher], executor: Executor, runner: SearchRunner | None = None
+        self,
+        searcher: Searcher | ServingState[Searcher],
+        executor: Executor,
+        runner: SearchRunner | None = None,
+        online: OnlineLoop | None = None,
     ) -> None:
         if not isinstance(searcher, ServingState):
             searcher = ServingState("search-index", searcher, searcher.index.version)
@@ -104,6 +109,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         self._executor = executor
         # Admission control, deadlines and encode micro-batching (service/serving.py).
         self._runner = runner or SearchRunner(executor)
+        # Experiment arms and drift observation (issue 5; service/online.py).
+        self.online = online or OnlineLoop()
 
     async def Search(
         self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
@@ -113,9 +120,12 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         searcher = lease.value
         try:
             search_request = request_from_proto(request)
+            search_request, assignment = self.online.apply(search_request, request.session_id)
             result = await self._runner.search(searcher, search_request, Deadline.from_context(context))
             note_search(lease.version, [result])
-            return response_to_proto(result, searcher, search_request.mode, (time.perf_counter() - started) * 1000)
+            self.online.observe(result, searcher.index)
+            response = response_to_proto(result, searcher, search_request.mode, (time.perf_counter() - started) * 1000)
+            return self.online.annotate(response, assignment)
         except Exception as exc:
             await abort_with(context, exc)
             raise  # unreachable: abort raises
@@ -133,16 +143,21 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                 raise InvalidRequestError("requests", "must hold at least one request")
             if len(request.requests) > MAX_BATCH:
                 raise InvalidRequestError("requests", f"holds {len(request.requests)}; the limit is {MAX_BATCH}")
-            converted = [request_from_proto(r, f"requests[{i}].") for i, r in enumerate(request.requests)]
+            applied = [
+                self.online.apply(request_from_proto(r, f"requests[{i}]."), r.session_id)
+                for i, r in enumerate(request.requests)
+            ]
+            converted = [search_request for search_request, _ in applied]
             results = await self._runner.batch_search(searcher, converted, Deadline.from_context(context))
             note_search(lease.version, results)
             elapsed = (time.perf_counter() - started) * 1000
-            return search_pb2.BatchSearchResponse(
-                responses=[
-                    response_to_proto(result, searcher, req.mode, elapsed)
-                    for result, req in zip(results, converted, strict=True)
-                ]
-            )
+            responses = []
+            for result, (req, assignment) in zip(results, applied, strict=True):
+                self.online.observe(result, searcher.index)
+                responses.append(
+                    self.online.annotate(response_to_proto(result, searcher, req.mode, elapsed), assignment)
+                )
+            return search_pb2.BatchSearchResponse(responses=responses)
         except Exception as exc:
             await abort_with(context, exc)
             raise

@@ -24,7 +24,11 @@ from retrieval.pipeline import Reranker, Searcher
 from service import operations
 from service.config import ServerConfig
 from service.demo import demo_index
-from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
+from service.experiments import ExperimentConfigError, ExperimentSource
+from service.feedback import FeedbackLog
+from service.feedback_servicer import FeedbackServicer
+from service.generated.sleuth.v1 import feedback_pb2, feedback_pb2_grpc, search_pb2, search_pb2_grpc
+from service.online import OnlineCollector, OnlineLoop
 from service.search_servicer import SearchServicer
 from service.security import add_port, server_interceptors
 from service.serving import SearchRunner, grpc_server_options
@@ -32,6 +36,7 @@ from service.serving import SearchRunner, grpc_server_options
 logger = logging.getLogger(__name__)
 
 SEARCH_SERVICE = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+FEEDBACK_SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"].full_name
 
 
 class StartupError(Exception):
@@ -83,8 +88,16 @@ async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.
     )
     executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="sleuth")
     runner = SearchRunner.from_config(executor, config)
-    search_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(ops.search_state, executor, runner), server)
+    online = build_online(config)
+    ops.metrics.registry.register(OnlineCollector(online))
+    search_pb2_grpc.add_SearchServiceServicer_to_server(
+        SearchServicer(ops.search_state, executor, runner, online), server
+    )
     service_names = [SEARCH_SERVICE]
+    feedback = FeedbackLog(config.feedback_db) if config.feedback_db is not None else None
+    if feedback is not None:
+        feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(FeedbackServicer(feedback, executor), server)
+        service_names.append(FEEDBACK_SERVICE)
     if services.linker is not None:
         from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
         from service.linking_servicer import LinkingServicer
@@ -108,7 +121,18 @@ async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.
     server.sleuth_executor = executor  # type: ignore[attr-defined]
     server.sleuth_runner = runner  # type: ignore[attr-defined]
     server.sleuth_ops = ops  # type: ignore[attr-defined]
+    server.sleuth_online = online  # type: ignore[attr-defined]
+    server.sleuth_feedback = feedback  # type: ignore[attr-defined]
     return server, port
+
+
+def build_online(config: ServerConfig) -> OnlineLoop:
+    """The experiment source (if configured) and drift monitoring of one server."""
+    try:
+        experiments = ExperimentSource(config.experiment) if config.experiment is not None else None
+    except ExperimentConfigError as exc:
+        raise StartupError(str(exc)) from exc
+    return OnlineLoop(experiments, drift_threshold=config.drift_threshold)
 
 
 async def stop_server(server: grpc.aio.Server, grace: float | None) -> None:
@@ -116,6 +140,8 @@ async def stop_server(server: grpc.aio.Server, grace: float | None) -> None:
     await server.stop(grace)
     await server.sleuth_runner.aclose()  # type: ignore[attr-defined]
     await operations.close(server.sleuth_ops)  # type: ignore[attr-defined]
+    if server.sleuth_feedback is not None:  # type: ignore[attr-defined]
+        server.sleuth_feedback.close()  # type: ignore[attr-defined]
     server.sleuth_executor.shutdown(wait=grace is not None and grace > 0)  # type: ignore[attr-defined]
 
 

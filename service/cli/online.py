@@ -42,6 +42,29 @@ def register(groups: Any) -> None:
     clicks.set_defaults(func=run_export_clicks)
 
 
+def add_serve_options(serve: argparse.ArgumentParser) -> None:
+    """Experiment, feedback and drift options of ``sleuth serve`` (issue 5)."""
+    serve.add_argument("--experiment", type=Path, help="experiment JSON file (re-read on change; see experiments.py)")
+    serve.add_argument(
+        "--feedback-db",
+        type=Path,
+        default=Path("var/feedback.db"),
+        help="SQLite feedback log (default var/feedback.db)",
+    )
+    serve.add_argument("--no-feedback", action="store_true", help="do not serve the FeedbackService")
+    serve.add_argument("--drift-threshold", type=float, default=0.25, help="PSI that raises a drift alarm (0.25)")
+
+
+def serve_options(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.drift_threshold > 0:
+        raise ReportError(f"--drift-threshold must be positive, got {args.drift_threshold}")
+    return {
+        "experiment": args.experiment,
+        "feedback_db": None if args.no_feedback else args.feedback_db,
+        "drift_threshold": args.drift_threshold,
+    }
+
+
 def _open_log(path: Path) -> Any:
     from service.feedback import FeedbackLog
 

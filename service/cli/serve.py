@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from indexes import ArtifactError
+from service.cli import online as online_cli
 from service.cli import registry as registry_cli
 from service.config import DEFAULT_PORT, ServerConfig
 from service.security import SecurityConfigError
@@ -29,6 +30,7 @@ def register(groups: Any) -> None:
     serve.add_argument("--grace", type=float, default=5.0, help="seconds to finish in-flight calls on shutdown")
     add_serving_options(serve)
     registry_cli.add_serve_options(serve)  # --registry, --metrics-port, --log-queries, --no-admin (issue 4)
+    online_cli.add_serve_options(serve)  # --experiment, --feedback-db, --no-feedback, --drift-threshold (issue 5)
     serve.set_defaults(func=run_serve)
 
 
@@ -92,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         grace_seconds=args.grace,
         **serving_options(args),
         **registry_cli.serve_options(args),
+        **online_cli.serve_options(args),
     )
 
 
