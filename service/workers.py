@@ -67,7 +67,13 @@ def _worker_main(config: ServerConfig, load: LoadFn, number: int, log_level: int
     )
     for noisy in ("sentence_transformers", "httpx", "bm25s", "transformers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    sys.exit(serve_in_this_process(config, load))
+    try:
+        status = serve_in_this_process(config, load)
+    except Exception as exc:  # a worker that cannot load or bind: one clear line; the supervisor stops the rest
+        logger.debug("worker %d failed", number, exc_info=exc)
+        logger.error("worker %d cannot serve: %s: %s", number, type(exc).__name__, exc)
+        status = 2
+    sys.exit(status)
 
 
 def reserve_port(host: str) -> tuple[socket.socket, int]:
