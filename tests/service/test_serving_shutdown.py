@@ -8,6 +8,7 @@ the signal arrives.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -49,8 +50,10 @@ def wait_until_serving(address: str, process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def server_process(index: Path, markers: Path, workers: int, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = free_port()
+def server_process(
+    index: Path, markers: Path, workers: int, log: Path, port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port() if port is None else port
     env = {**os.environ, "SLEUTH_TEST_MARKERS": str(markers), "SLEUTH_TEST_DELAY": "5", "PYTHONPATH": str(REPO)}
     with open(log, "wb") as sink:
         process = subprocess.Popen(
@@ -114,11 +117,16 @@ def test_sigterm_stops_every_worker_gracefully(tiny_index, tmp_path: Path) -> No
     markers = tmp_path / "markers"
     markers.mkdir()
     log = tmp_path / "server.log"
-    with server_process(tiny_index.path, markers, 2, log) as (address, process):
+    # Port 0: the supervisor reserves a free port and hands it to both workers.
+    with server_process(tiny_index.path, markers, 2, log, port=0) as (_, process):
+        end = time.monotonic() + START_TIMEOUT
+        while (found := re.search(r"2 workers serving on 127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))) is None:
+            assert time.monotonic() < end and process.poll() is None, log.read_text(errors="replace")
+            time.sleep(0.2)
+        address = f"127.0.0.1:{found.group(1)}"
         wait_until_serving(address, process)
         # Both workers must be up before the signal (the second may still be loading).
-        end = time.monotonic() + START_TIMEOUT
-        while log.read_text(errors="replace").count("serving on") < 2:
+        while log.read_text(errors="replace").count("service.server: serving on") < 2:
             assert time.monotonic() < end and process.poll() is None, log.read_text(errors="replace")
             time.sleep(0.5)
         in_flight_then_sigterm(address, process, markers)
