@@ -67,6 +67,7 @@ class CallRecord:
     zero_results: int = 0
     mentions: int = 0
     nil: int = 0
+    arms: set[str] = field(default_factory=set)  # "experiment/arm" of the searches it served
 
 
 _CURRENT: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("sleuth_call", default=None)
@@ -200,6 +201,13 @@ def current_request_id() -> str | None:
     return call.request_id if call is not None else None
 
 
+def note_arm(experiment: str, arm: str) -> None:
+    """Record the experiment arm that served the current call (for its access-log line)."""
+    call = _CURRENT.get()
+    if call is not None and experiment:
+        call.arms.add(f"{experiment}/{arm}")
+
+
 def _request_id(metadata: Iterable[tuple[str, Any]] | None) -> str:
     for key, value in metadata or ():
         if key == REQUEST_ID_KEY:
@@ -296,6 +304,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         if call.results:
             line["results"] = call.results
             line["zero_results"] = call.zero_results
+        if call.arms:
+            line["arm"] = ",".join(sorted(call.arms))
         if call.mentions:
             line["mentions"] = call.mentions
             line["nil"] = call.nil

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +27,10 @@ from prometheus_client.registry import Collector
 from retrieval.drift import DriftMonitor
 from retrieval.errors import InvalidRequestError
 from retrieval.index import SearchIndex
-from retrieval.pipeline import SearchRequest, SearchResult
-from service.experiments import ExperimentSource
+from retrieval.pipeline import Searcher, SearchRequest, SearchResult
+from service.experiments import CONTROL, ExperimentSource
 from service.generated.sleuth.v1 import search_pb2
-from service.metrics import current_request_id
+from service.metrics import current_request_id, note_arm
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +40,78 @@ MIN_OBSERVATIONS_FOR_ALARM = 50
 
 @dataclass(frozen=True)
 class Assignment:
+    """The arm a request was served by; ``searcher`` is set when the arm serves another version."""
+
     experiment: str = ""
     arm: str = ""
+    searcher: Searcher | None = None
+
+
+ArmLoader = Callable[[str, Searcher], Searcher]
+"""Loads the Searcher of an arm's ``version`` (a registry version or an artifact directory),
+given the server's current Searcher (whose encoder, index or reranker it may share)."""
+
+
+class ArmSearchers:
+    """Searchers of arms that name another version, loaded in the background.
+
+    A request whose arm's searcher is not loaded yet is served by the control arm, and labelled
+    so: an arm label always names what actually served the request. A version that fails to load
+    is logged once and not retried until the experiment file changes.
+    """
+
+    def __init__(self, loader: ArmLoader | None) -> None:
+        self.loader = loader
+        self._ready: dict[tuple[str, str], Searcher] = {}
+        self._pending: set[tuple[str, str]] = set()
+        self._failed: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def get(self, ref: str, base: Searcher) -> Searcher | None:
+        key = (ref, base.index.version)
+        searcher = self._ready.get(key)
+        if searcher is not None or self.loader is None:
+            return searcher
+        with self._lock:
+            if key in self._pending or key in self._failed or key in self._ready:
+                return self._ready.get(key)
+            self._pending.add(key)
+        threading.Thread(target=self._load, args=(key, base), name=f"arm-load-{ref}", daemon=True).start()
+        return None
+
+    def _load(self, key: tuple[str, str], base: Searcher) -> None:
+        assert self.loader is not None
+        try:
+            searcher = self.loader(key[0], base)
+        except Exception as exc:  # a bad arm must not take the server down
+            logger.error("experiment arm version %s cannot be loaded: %s", key[0], exc)
+            with self._lock:
+                self._failed.add(key)
+                self._pending.discard(key)
+            return
+        logger.info("experiment arm version %s loaded", key[0])
+        with self._lock:
+            self._ready[key] = searcher
+            self._pending.discard(key)
+
+    def forget_failures(self) -> None:
+        with self._lock:
+            self._failed.clear()
 
 
 class OnlineLoop:
     """Experiment assignment and drift monitoring for one server. Thread-safe."""
 
-    def __init__(self, experiments: ExperimentSource | None = None, drift_threshold: float = 0.25) -> None:
+    def __init__(
+        self,
+        experiments: ExperimentSource | None = None,
+        drift_threshold: float = 0.25,
+        arm_loader: ArmLoader | None = None,
+    ) -> None:
         self.experiments = experiments
         self.drift_threshold = drift_threshold
+        self.arms = ArmSearchers(arm_loader)
+        self._experiment_seen: object = None
         self._lock = threading.Lock()
         self._monitor: DriftMonitor | None = None
         self._monitor_version: str | None = None
@@ -57,14 +119,28 @@ class OnlineLoop:
         self._last_alarm_log = 0.0
 
     # -- experiments --------------------------------------------------------------------------
-    def apply(self, request: SearchRequest, session_id: str) -> tuple[SearchRequest, Assignment]:
+    def apply(
+        self, request: SearchRequest, session_id: str, base: Searcher | None = None
+    ) -> tuple[SearchRequest, Assignment]:
+        """The request as the assigned arm runs it, and the assignment (with the arm's searcher
+        when the arm names another version; ``base`` is the server's current searcher)."""
         if len(session_id) > MAX_SESSION_ID:
             raise InvalidRequestError("session_id", f"is longer than {MAX_SESSION_ID} characters")
         experiment = self.experiments.current() if self.experiments is not None else None
         if experiment is None:
             return request, Assignment()
+        if experiment is not self._experiment_seen:
+            self._experiment_seen = experiment
+            self.arms.forget_failures()
         arm = experiment.assign(session_id or None)
         settings = experiment.settings(arm)
+        searcher = None
+        if settings.version is not None:
+            # BatchSearch passes no base: its items are served by the control arm's version.
+            searcher = self.arms.get(settings.version, base) if base is not None else None
+            if searcher is None:  # not loaded (yet): serve, and label, the control arm
+                arm = CONTROL
+                settings = experiment.settings(arm)
         changes: dict[str, Any] = {}
         if settings.rerank is not None:
             changes["rerank"] = settings.rerank
@@ -77,9 +153,10 @@ class OnlineLoop:
         with self._lock:
             key = (experiment.name, arm)
             self._arm_counts[key] = self._arm_counts.get(key, 0) + 1
-        return request, Assignment(experiment.name, arm)
+        return request, Assignment(experiment.name, arm, searcher)
 
     def annotate(self, response: search_pb2.SearchResponse, assignment: Assignment) -> search_pb2.SearchResponse:
+        note_arm(assignment.experiment, assignment.arm)
         response.request_id = current_request_id() or uuid.uuid4().hex[:16]
         response.experiment = assignment.experiment
         response.arm = assignment.arm

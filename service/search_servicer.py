@@ -120,9 +120,10 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         searcher = lease.value
         try:
             search_request = request_from_proto(request)
-            search_request, assignment = self.online.apply(search_request, request.session_id)
+            search_request, assignment = self.online.apply(search_request, request.session_id, searcher)
+            searcher = assignment.searcher or searcher  # an arm may serve another version
             result = await self._runner.search(searcher, search_request, Deadline.from_context(context))
-            note_search(lease.version, [result])
+            note_search(result.index_version, [result])
             self.online.observe(result, searcher.index)
             response = response_to_proto(result, searcher, search_request.mode, (time.perf_counter() - started) * 1000)
             return self.online.annotate(response, assignment)

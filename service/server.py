@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -132,7 +134,30 @@ def build_online(config: ServerConfig) -> OnlineLoop:
         experiments = ExperimentSource(config.experiment) if config.experiment is not None else None
     except ExperimentConfigError as exc:
         raise StartupError(str(exc)) from exc
-    return OnlineLoop(experiments, drift_threshold=config.drift_threshold)
+    return OnlineLoop(experiments, drift_threshold=config.drift_threshold, arm_loader=arm_loader(config))
+
+
+def arm_loader(config: ServerConfig) -> Callable[[str, Searcher], Searcher]:
+    """Loads an experiment arm's ``version``: a registry version (with ``--registry``) or a directory."""
+
+    def load(ref: str, current: Searcher) -> Searcher:
+        from indexes import Manifest
+        from indexes.registry import Registry
+        from service.lifecycle import default_encoder_factory, load_reranker_version, load_search_index
+
+        path = Path(ref)
+        if not path.is_dir():
+            if config.registry is None:
+                raise StartupError(f"arm version {ref!r} is not a directory and the server has no --registry")
+            path = Registry.open(config.registry).get(ref).path
+        kind = Manifest.read(path).kind
+        if kind == "search-index":
+            return load_search_index(path, current, default_encoder_factory)
+        if kind == "reranker":
+            return load_reranker_version(path, current)
+        raise StartupError(f"arm version {ref!r} is a {kind!r}; arms can serve a search-index or a reranker")
+
+    return load
 
 
 async def stop_server(server: grpc.aio.Server, grace: float | None) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +13,7 @@ import pytest
 
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
+from service.metrics import access_logger
 from service.server import Services, create_server, stop_server
 
 _LOOP: asyncio.AbstractEventLoop | None = None
@@ -47,3 +50,20 @@ def running_server(services: Services, config: ServerConfig | None = None) -> It
 def tiny_server(tiny_index, fake_encoder) -> Iterator[str]:
     with running_server(Services(searcher=Searcher(tiny_index, fake_encoder))) as address:
         yield address
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+
+
+@pytest.fixture
+def access_log():
+    handler = Lines()
+    access_logger.addHandler(handler)
+    yield handler.lines
+    access_logger.removeHandler(handler)

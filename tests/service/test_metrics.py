@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import urllib.request
 from pathlib import Path
 
@@ -16,29 +14,11 @@ from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
 from service.generated.sleuth.v1 import admin_pb2, admin_pb2_grpc, search_pb2, search_pb2_grpc
-from service.metrics import access_logger
 from service.server import Services
 from tests.service.conftest import running_server
 from tests.service.lifecycle_helpers import SlowEncoder, free_port, publish_tagged
 
 SEARCH = "sleuth.v1.SearchService/Search"
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[dict] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(record.getMessage()))
-
-
-@pytest.fixture
-def access_log():
-    handler = Lines()
-    access_logger.addHandler(handler)
-    yield handler.lines
-    access_logger.removeHandler(handler)
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

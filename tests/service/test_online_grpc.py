@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 import grpc
 import pytest
 
+from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher
 from service.cli import main
 from service.config import ServerConfig
@@ -150,3 +152,48 @@ def test_acknowledged_feedback_survives_sigkill_of_the_server(tiny_index, tmp_pa
     assert len(stored) == len(set(stored)) and len(stored) in (60, 61)  # "late" was acked or it was not
     if in_flight.exception() is None:
         assert "late" in stored
+
+
+def test_an_arm_can_serve_another_index_version(tiny_index, tiny_corpus, fake_encoder, tmp_path) -> None:
+    """Candidate arm = another index directory: loaded in the background, labelled only once serving."""
+    extra = tmp_path / "corpus2.jsonl"
+    extra.write_text(
+        tiny_corpus.read_text() + json.dumps({"_id": "hamster", "title": "Hamsters", "text": "pet"}) + "\n"
+    )
+    other = SearchIndex.build(extra, tmp_path / "v2", fake_encoder)
+    path = tmp_path / "experiment.json"
+    path.write_text(
+        json.dumps({"name": "v2-canary", "candidate_share": 1.0, "candidate": {"version": str(other.path)}})
+    )
+    config = ServerConfig(host="127.0.0.1", port=0, threads=2, experiment=path)
+    with running_server(Services(searcher=Searcher(tiny_index, fake_encoder)), config) as address:
+        stub = search_pb2_grpc.SearchServiceStub(grpc.insecure_channel(address))
+        seen = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            response = stub.Search(search_pb2.SearchRequest(query="hamsters", session_id="u1"), timeout=10)
+            seen.append((response.arm, response.index_version))
+            if response.arm == "candidate":
+                break
+            time.sleep(0.1)
+        assert seen[-1] == ("candidate", other.version)
+        assert response.hits[0].doc_id == "hamster"
+        # Until the candidate was loaded, requests were served and labelled as control (the old version).
+        assert all(arm == "control" and version == tiny_index.version for arm, version in seen[:-1])
+
+
+def test_arms_appear_in_access_log_and_metrics(tiny_index, fake_encoder, tmp_path, access_log) -> None:
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps({"name": "half", "candidate_share": 0.5}))
+    port = free_port()
+    config = ServerConfig(host="127.0.0.1", port=0, threads=2, experiment=path, metrics_port=port)
+    with running_server(Services(searcher=Searcher(tiny_index, fake_encoder)), config) as address:
+        stub = search_pb2_grpc.SearchServiceStub(grpc.insecure_channel(address))
+        arms = [
+            stub.Search(search_pb2.SearchRequest(query="cat", session_id=f"u{i}"), timeout=10).arm for i in range(40)
+        ]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    logged = [line["arm"] for line in access_log if line["rpc"].endswith("/Search")]
+    assert logged == [f"half/{arm}" for arm in arms]
+    for arm in ("control", "candidate"):
+        assert f'sleuth_experiment_requests_total{{arm="{arm}",experiment="half"}} {float(arms.count(arm))}' in text
