@@ -5,6 +5,11 @@
 channel (its own TCP connection), as separate clients would, so a server running several worker
 processes behind SO_REUSEPORT sees its load spread across them.
 
+With ``rate`` set the load is *open loop* instead: requests are sent at that fixed rate whatever
+the answers (spread over ``concurrency`` connections), as independent users would; each latency
+is measured from the request's scheduled send time, so a stalled server cannot hide its queueing
+by slowing the sender down ("coordinated omission"). This is how to ask "what is p99 at N/s?".
+
 To leave as much CPU as possible to the server when both share a machine, requests are serialized
 once up front and responses are not parsed (only counted); everything else is a normal client.
 
@@ -57,6 +62,7 @@ class BenchConfig:
     token: str | None = None
     tls_ca: Path | None = None
     tls_server_name: str | None = None
+    rate: float | None = None  # open loop: requests per second; None = closed loop
 
     def __post_init__(self) -> None:
         if self.rpc not in RPCS:
@@ -67,6 +73,8 @@ class BenchConfig:
             raise BenchError("no queries or documents to send")
         if self.concurrency < 1 or self.duration <= 0 or self.warmup < 0 or self.timeout <= 0:
             raise BenchError("concurrency must be >= 1, duration and timeout > 0, warmup >= 0")
+        if self.rate is not None and not (0 < self.rate <= 100_000):
+            raise BenchError(f"--rate must be within (0, 100000] requests/s, got {self.rate}")
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class BenchReport:
     mean_ms: float
     max_ms: float
     errors: dict[str, int] = field(default_factory=dict)
+    offered_rate: float | None = None  # open loop only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,8 +102,9 @@ class BenchReport:
     def format(self) -> str:
         errors = ", ".join(f"{code} {n}" for code, n in sorted(self.errors.items())) or "none"
         what = f"{self.rpc} ({self.mode})" if self.rpc == "search" else self.rpc
+        load = f"open loop at {self.offered_rate:g}/s over" if self.offered_rate else "concurrency"
         return (
-            f"{what}, concurrency {self.concurrency}, {self.duration_s:.1f} s: {self.requests} requests, "
+            f"{what}, {load} {self.concurrency}, {self.duration_s:.1f} s: {self.requests} requests, "
             f"{self.ok} ok\n"
             f"  throughput {self.throughput:.1f} /s\n"
             f"  latency ms: p50 {self.p50_ms:.1f}  p95 {self.p95_ms:.1f}  p99 {self.p99_ms:.1f}  "
@@ -200,7 +210,38 @@ async def _run(config: BenchConfig) -> BenchReport:
                 else:
                     errors[code] += 1
 
-        await asyncio.gather(*(user(ch) for ch in channels))
+        async def one(call: Any, payload: bytes, scheduled: float) -> None:
+            code = None
+            try:
+                await call(payload, timeout=config.timeout, metadata=metadata)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code().name
+            t1 = time.perf_counter()
+            if scheduled < measure_from:
+                return
+            if code is None:
+                latencies.append(t1 - scheduled)
+            else:
+                errors[code] += 1
+
+        async def open_loop(rate: float) -> None:
+            calls = [ch.unary_unary(METHODS[config.rpc]) for ch in channels]
+            pending: set[asyncio.Task[None]] = set()
+            n = 0
+            while (scheduled := start + n / rate) < end:
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.create_task(one(calls[n % len(calls)], payloads[n % len(payloads)], scheduled))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                n += 1
+            await asyncio.gather(*pending)
+
+        if config.rate is not None:
+            await open_loop(config.rate)
+        else:
+            await asyncio.gather(*(user(ch) for ch in channels))
     finally:
         await asyncio.gather(*(ch.close() for ch in channels), return_exceptions=True)
     latencies.sort()
@@ -219,6 +260,7 @@ async def _run(config: BenchConfig) -> BenchReport:
         mean_ms=(sum(ms) / len(ms)) if ms else math.nan,
         max_ms=ms[-1] if ms else math.nan,
         errors=dict(errors),
+        offered_rate=config.rate,
     )
 
 

@@ -26,6 +26,9 @@ def register(groups: Any) -> None:
     bench.add_argument("--mode", default="hybrid", choices=SEARCH_MODES, help="search mode (rerank = hybrid+rerank)")
     bench.add_argument("--concurrency", type=int, default=16, help="virtual users (default 16)")
     bench.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
+    bench.add_argument(
+        "--rate", type=float, help="open loop: send this many requests/s whatever the answers (default: closed loop)"
+    )
     bench.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first (default 2)")
     bench.add_argument("--timeout", type=float, default=10.0, help="per-call deadline in seconds (default 10)")
     bench.add_argument("--top-k", type=int, default=10)
@@ -60,6 +63,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         token=token,
         tls_ca=args.tls_ca,
         tls_server_name=args.tls_server_name,
+        rate=args.rate,
     )
     report = run_bench(config)
     if args.json:

@@ -30,6 +30,19 @@ def test_bench_reports_throughput_percentiles_and_errors_by_code(tiny_server: st
     assert report["ok"] > 0 and report["errors"] == {}
     assert report["throughput"] == pytest.approx(report["ok"] / 1.5)
     assert 0 < report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"] <= report["max_ms"]
+    # Open loop: a fixed offered rate, whatever the answers.
+    opened = subprocess.run(
+        [*base, "--mode", "hybrid", "--rate", "40", *common],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert opened.returncode == 0, opened.stderr
+    report = json.loads(opened.stdout)
+    assert report["offered_rate"] == 40.0 and report["errors"] == {}
+    assert 30 <= report["ok"] <= 62  # 1.5 s at 40/s = 60 scheduled, give or take the window's edges
     # No reranker on this server: every call fails, and the failures are counted by status code.
     failing = subprocess.run(
         [*base, "--mode", "rerank", *common], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
