@@ -144,7 +144,13 @@ class EncodeBatcher:
                     break
             batch = self._pending[: self.config.max_batch]
             del self._pending[: self.config.max_batch]
-            await self._run(batch, loop)
+            try:
+                await self._run(batch, loop)
+            except Exception as exc:  # never let the collector die: later requests would hang
+                logger.error("encode batch failed", exc_info=exc)
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
 
     async def _run(self, batch: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
         live: list[_Item] = []
@@ -164,6 +170,8 @@ class EncodeBatcher:
             texts = [item.text for item in items]
             try:
                 vectors = await loop.run_in_executor(self._executor, self._call, encode, texts)
+                if len(vectors) != len(items):
+                    raise RuntimeError(f"the encoder returned {len(vectors)} rows for {len(items)} texts")
             except asyncio.CancelledError:
                 for item in items:
                     item.future.cancel()

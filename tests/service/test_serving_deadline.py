@@ -133,6 +133,25 @@ def test_batcher_passes_encoder_errors_to_every_waiting_request() -> None:
     assert [type(r) for r in asyncio.run(go())] == [RuntimeError, RuntimeError]
 
 
+def test_batcher_survives_an_encoder_returning_the_wrong_number_of_rows() -> None:
+    encoder = FakeEncoder(TINY_KEYWORDS)
+
+    def short(texts):
+        return encoder.encode(texts)[:-1]
+
+    async def go() -> tuple[list[object], np.ndarray]:
+        batcher = EncodeBatcher(BatchingConfig(max_wait_ms=20.0))
+        try:
+            failed = await asyncio.gather(*(batcher.encode(short, q) for q in ("a", "b")), return_exceptions=True)
+            return failed, await batcher.encode(encoder.encode, "cat")
+        finally:
+            await batcher.aclose()
+
+    failed, row = asyncio.run(go())
+    assert all(isinstance(r, RuntimeError) for r in failed)
+    assert row.shape == (len(TINY_KEYWORDS) + 1,)
+
+
 def test_admission_limiter_refuses_past_its_bound_and_frees_on_exit() -> None:
     limiter = AdmissionLimiter(max_inflight=2)
     with limiter.admit(), limiter.admit():
