@@ -137,6 +137,47 @@ def online_report(events: Iterable[FeedbackEvent], dwell_threshold_ms: int = 30_
 
 
 @dataclass(frozen=True)
+class ArmDifference:
+    """Candidate minus control on one per-search metric, with a 95% normal-approximation interval."""
+
+    metric: str
+    difference: float
+    low: float
+    high: float
+    mde: float  # smallest true difference detected with 80% power at 5% significance, at these sizes
+
+    @property
+    def detected(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def arm_differences(
+    events: Iterable[FeedbackEvent], control: str = "control", candidate: str = "candidate"
+) -> list[ArmDifference]:
+    """Differences in CTR, zero-click rate and click MRR between two arms (per-search values,
+    unpooled variance: ``d +- 1.96 * sqrt(var_a / n_a + var_b / n_b)``)."""
+    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for s in _searches(events).values():
+        if s.query is None and not s.shown:
+            continue
+        first = min((p for _, p in s.clicks), default=0)
+        arm_values = values[s.arm or "default"]
+        arm_values["ctr"].append(1.0 if s.clicks else 0.0)
+        arm_values["zero_click_rate"].append(0.0 if s.clicks else 1.0)
+        arm_values["mrr"].append(1.0 / first if first else 0.0)
+    if control not in values or candidate not in values:
+        return []
+    z = float(norm.ppf(0.975))
+    out = []
+    for metric in ("ctr", "zero_click_rate", "mrr"):
+        a, b = np.asarray(values[control][metric]), np.asarray(values[candidate][metric])
+        diff = float(b.mean() - a.mean())
+        se = float(np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)) if min(a.size, b.size) > 1 else np.inf
+        out.append(ArmDifference(metric, diff, diff - z * se, diff + z * se, (z + float(norm.ppf(0.8))) * se))
+    return out
+
+
+@dataclass(frozen=True)
 class ClickJudgment:
     qid: str
     query: str

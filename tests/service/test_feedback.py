@@ -102,3 +102,23 @@ def test_click_export_corrects_for_position() -> None:
     assert judged["d4"].weighted_ctr == pytest.approx(1.2) and judged["d4"].relevance == 2
     assert judged["d3"].relevance == 0 and judged["d3"].impressions == 10
     assert len({j.qid for j in judged.values()}) == 1
+
+
+def test_arm_differences_detect_a_real_gap_and_not_a_null_one() -> None:
+    from service.online_metrics import arm_differences
+
+    events = []
+    for i in range(200):
+        events += _session(f"c{i}", "control", [("d3", 3, 1000)] if i % 2 else [])
+        events += _session(f"k{i}", "candidate", [("d1", 1, 1000)] if i % 4 else [])
+    diffs = {d.metric: d for d in arm_differences(events)}
+    assert diffs["ctr"].difference == pytest.approx(0.25) and diffs["ctr"].detected
+    assert diffs["mrr"].difference == pytest.approx(0.75 - 0.5 / 3) and diffs["mrr"].detected
+    same = [e for e in events if e.arm == "control"]
+    same += [
+        FeedbackEvent(e.kind, "x" + e.request_id, e.session_id, "candidate", e.query, e.doc_id, e.position)
+        for e in events
+        if e.arm == "control"
+    ]
+    null = {d.metric: d for d in arm_differences(same)}
+    assert null["ctr"].difference == 0.0 and not null["ctr"].detected
