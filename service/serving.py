@@ -75,10 +75,18 @@ def grpc_server_options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
-def warm_up(searcher: Searcher) -> None:
-    """Run one request of each mode so the first client request pays no lazy initialisation."""
+def warm_up(searcher: Searcher, batch_sizes: Sequence[int] = (2, 8, 32)) -> None:
+    """Run a request of each mode and encode a few batch shapes, so no client pays for first calls.
+
+    The first encoder call at a new batch shape is slower (kernel selection, allocator growth);
+    micro-batches come in many shapes, so the common ones are paid for here, before serving.
+    """
     for mode in ("bm25", "dense", "hybrid"):
         searcher.search(SearchRequest("warm up the server", top_k=1, mode=mode))
+    if searcher.reranker is not None:
+        searcher.search(SearchRequest("warm up the server", top_k=1, rerank=True))
+    for size in batch_sizes:
+        searcher.encode_queries([f"warm up query number {i}" for i in range(size)])
 
 
 def _run(searcher: Searcher, request: SearchRequest, vector: np.ndarray | None, deadline: Deadline) -> SearchResult:

@@ -56,7 +56,7 @@ def serve_in_this_process(config: ServerConfig, load: LoadFn = _default_load) ->
 
     configure_threads(config.torch_threads or default_torch_threads(config.workers), config.faiss_threads)
     services = load(config)
-    warm_up(services.searcher)  # type: ignore[attr-defined]
+    warm_up(services.searcher, (2, 8, config.batch_max_size))  # type: ignore[attr-defined]
     asyncio.run(serve(config, services))  # type: ignore[arg-type]
     return 0
 
