@@ -40,9 +40,16 @@ class SleuthClient:
         fusion: search_pb2.FusionSettings | None = None,
         rerank: bool = False,
         rerank_depth: int = 0,
+        session_id: str = "",
     ) -> search_pb2.SearchResponse:
         request = search_pb2.SearchRequest(
-            query=query, top_k=top_k, mode=mode, fusion=fusion, rerank=rerank, rerank_depth=rerank_depth
+            query=query,
+            top_k=top_k,
+            mode=mode,
+            fusion=fusion,
+            rerank=rerank,
+            rerank_depth=rerank_depth,
+            session_id=session_id,
         )
         return self._search.Search(request, timeout=self.timeout, metadata=self.metadata)
 

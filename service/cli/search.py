@@ -43,6 +43,7 @@ def register(groups: Any) -> None:
     where.add_argument("--index", type=Path, help="local index directory")
     where.add_argument("--target", help="server address, e.g. localhost:50051")
     search.add_argument("query", help="the query text")
+    search.add_argument("--session", default="", help="user/session id (experiment arm assignment; --target only)")
     add_search_options(search)
     search.add_argument("-k", "--top-k", type=int, default=10)
     search.add_argument("--json", action="store_true", help="print one JSON object")
@@ -187,6 +188,7 @@ def _remote_search(args: argparse.Namespace) -> int:
                 fusion=fusion,
                 rerank=rerank,
                 rerank_depth=args.rerank_depth,
+                session_id=args.session,
             )
         except grpc.RpcError as exc:
             raise SearchError(f"server {args.target} answered {exc.code().name}: {exc.details()}") from None
@@ -201,15 +203,27 @@ def _remote_search(args: argparse.Namespace) -> int:
         }
         for h in response.hits
     ]
-    _print_hits(args, rows, response.index_version, response.server_time_ms)
+    extra = {"request_id": response.request_id}
+    if response.experiment:
+        extra.update(experiment=response.experiment, arm=response.arm)
+    _print_hits(args, rows, response.index_version, response.server_time_ms, extra)
     return 0
 
 
-def _print_hits(args: argparse.Namespace, rows: list[dict[str, Any]], version: str, elapsed_ms: float) -> None:
+def _print_hits(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    version: str,
+    elapsed_ms: float,
+    extra: dict[str, str] | None = None,
+) -> None:
+    extra = extra or {}
     if args.json:
-        print(json.dumps({"index_version": version, "time_ms": round(elapsed_ms, 3), "hits": rows}, ensure_ascii=False))
+        payload = {"index_version": version, "time_ms": round(elapsed_ms, 3), **extra, "hits": rows}
+        print(json.dumps(payload, ensure_ascii=False))
         return
-    print(f"# {len(rows)} hits from {version} in {elapsed_ms:.1f} ms")
+    details = "".join(f", {key} {value}" for key, value in extra.items())
+    print(f"# {len(rows)} hits from {version} in {elapsed_ms:.1f} ms{details}")
     for row in rows:
         stages = " ".join(f"{k}={v:.4g}" for k, v in row["stages"].items())
         print(f"{row['rank']:>3}  {row['score']:8.4f}  {row['doc_id']}  {row['title']}")
