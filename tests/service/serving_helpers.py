@@ -75,3 +75,10 @@ def serving(services: Services, config: ServerConfig) -> Iterator[ServerHandle]:
         yield ServerHandle(f"127.0.0.1:{port}", server)
     finally:
         asyncio.run_coroutine_threadsafe(stop_server(server, 0), loop).result(30)
+
+
+def assert_clean(error: grpc.RpcError) -> None:
+    """A fuzzed request's error must be INVALID_ARGUMENT with a short message: no internal details."""
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, f"{error.code()}: {error.details()}"
+    details = error.details() or ""
+    assert "Traceback" not in details and "incident" not in details and 'File "' not in details

@@ -23,8 +23,8 @@ from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
 from service.server import Services
 from tests.conftest import TINY_DOCS, TINY_KEYWORDS, FakeEncoder
 from tests.service.conftest import running_server
+from tests.service.serving_helpers import assert_clean
 
-ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT}
 FUZZ = settings(
     max_examples=1000,
     deadline=None,  # a loaded CI machine is slow; correctness, not speed, is under test here
@@ -88,12 +88,6 @@ def fuzz_target(tmp_path_factory) -> Iterator[str]:
 def channel(fuzz_target: str) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(fuzz_target) as channel:
         yield channel
-
-
-def assert_clean(error: grpc.RpcError) -> None:
-    assert error.code() in ALLOWED, f"{error.code()}: {error.details()}"
-    details = error.details() or ""
-    assert "Traceback" not in details and "incident" not in details and 'File "' not in details
 
 
 @FUZZ
