@@ -35,9 +35,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_INFLIGHT = 256
 """Default bound on requests in flight per worker process.
 
-At the measured hybrid throughput (a few hundred queries/s per process) a full queue drains in
-about a second: beyond that, queueing only adds latency that callers with sub-second deadlines
-would not wait for anyway.
+It bounds memory and the worst-case queue, not latency: at the hybrid throughput measured on 2
+cores (tens of queries/s per worker, docs/benchmarks.md) a full queue takes seconds to drain, and
+BM25-only requests drain it in a fraction of a second. Latency is bounded by deadlines instead
+(expired requests are dropped unserved). Lower ``--max-inflight`` to refuse earlier.
 """
 
 
