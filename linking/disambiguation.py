@@ -1,13 +1,20 @@
 """The learned disambiguator: scores (mention, candidate) feature rows, and decides NIL.
 
-Two model types share one interface: a LightGBM binary classifier (``lightgbm``, the default
-for the benchmark linker) and an L2-regularized logistic regression on standardized features
-(``logistic``, for small training sets such as the demo's). Both output p(correct | features);
-a mention is NIL when its best candidate's probability is below ``nil_threshold``, chosen by
+Two model types share one interface: LightGBM (``lightgbm``, the default for the benchmark
+linker; objective ``binary`` = p(correct | features), or ``lambdarank`` = a ranking within each
+mention's candidates, squashed by a sigmoid) and an L2-regularized logistic regression on
+standardized features (``logistic``, for small training sets such as the demo's).
+
+A model may have two passes (``collective=True``): the first scores the base features
+(:data:`linking.features.BASE_FEATURE_NAMES`); the second also sees, for each candidate, its
+coherence with the entities the first pass resolved for the document's other mentions, and the
+first-pass score itself (:func:`linking.features.collective_features`). The linker runs both.
+
+A mention is NIL when its best candidate's score is below ``nil_threshold``, chosen by
 cross-validation (see :mod:`linking.training`).
 
 A model directory holds ``model.json`` (type, feature names, threshold, weights or the LightGBM
-booster as text) and ``manifest.json`` (kind ``linker``, parents: the KB and the encoder).
+boosters as text) and ``manifest.json`` (kind ``linker``, parents: the KB and the encoder).
 """
 
 from __future__ import annotations
@@ -22,14 +29,16 @@ import numpy as np
 
 from indexes import Manifest, checksum_files, code_version, library_versions, staged_directory, utc_now
 from linking.errors import ModelNotTrainedError
-from linking.features import FEATURE_NAMES
+from linking.features import BASE_FEATURE_NAMES, FEATURE_NAMES
 
 logger = logging.getLogger(__name__)
 
 LINKER_KIND = "linker"
-LINKER_FORMAT_VERSION = 1
+LINKER_FORMAT_VERSION = 2
 MODEL_FILE = "model.json"
 MODEL_TYPES = ("lightgbm", "logistic")
+OBJECTIVES = ("binary", "lambdarank")
+FIRST_PASS_COLUMNS = len(BASE_FEATURE_NAMES)
 
 
 class Scorer(Protocol):
@@ -45,6 +54,8 @@ class DisambiguatorConfig:
     """Model type and hyperparameters (recorded in the model file and manifest)."""
 
     model_type: str = "lightgbm"
+    objective: str = "binary"
+    collective: bool = True
     n_estimators: int = 300
     learning_rate: float = 0.03
     num_leaves: int = 15
@@ -56,6 +67,11 @@ class DisambiguatorConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DisambiguatorConfig:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class PriorScorer:
@@ -72,7 +88,7 @@ class PriorScorer:
 
 @dataclass
 class Disambiguator:
-    """A trained scorer over :data:`linking.features.FEATURE_NAMES`.
+    """A trained scorer over :data:`linking.features.FEATURE_NAMES` (the first ``columns`` of them).
 
     Example:
         >>> model = Disambiguator.train(features, labels)  # doctest: +SKIP
@@ -82,6 +98,8 @@ class Disambiguator:
     config: DisambiguatorConfig = field(default_factory=DisambiguatorConfig)
     nil_threshold: float = 0.0
     feature_names: tuple[str, ...] = FEATURE_NAMES
+    second: Disambiguator | None = None
+    _columns: int = len(FEATURE_NAMES)
     _booster: Any = None
     _weights: np.ndarray | None = None
     _bias: float = 0.0
@@ -91,23 +109,37 @@ class Disambiguator:
 
     @classmethod
     def train(
-        cls, features: np.ndarray, labels: np.ndarray, config: DisambiguatorConfig | None = None
+        cls,
+        features: np.ndarray,
+        labels: np.ndarray,
+        config: DisambiguatorConfig | None = None,
+        *,
+        group_sizes: list[int] | None = None,
+        columns: int | None = None,
     ) -> Disambiguator:
-        """Fit on feature rows and 0/1 labels (1 = the gold entity)."""
+        """Fit one pass on feature rows and 0/1 labels (1 = the gold entity).
+
+        ``group_sizes`` (rows per mention, in order) is needed by the ``lambdarank`` objective;
+        ``columns`` limits the model to the first columns (the base features of a first pass).
+        """
         config = config or DisambiguatorConfig()
         if config.model_type not in MODEL_TYPES:
             raise ValueError(f"unknown model type {config.model_type!r} (choose {', '.join(MODEL_TYPES)})")
+        if config.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {config.objective!r} (choose {', '.join(OBJECTIVES)})")
         if features.shape[1] != len(FEATURE_NAMES):
             raise ValueError(f"{features.shape[1]} feature columns, expected {len(FEATURE_NAMES)}")
         labels = np.asarray(labels, dtype=np.int32)
         if labels.min(initial=1) == labels.max(initial=0):
             raise ValueError("training needs both correct and wrong candidates")
-        model = cls(config=config)
+        columns = columns or len(FEATURE_NAMES)
+        features = features[:, :columns]
+        model = cls(config=config, _columns=columns)
         if config.model_type == "lightgbm":
             import lightgbm
 
             params = {
-                "objective": "binary",
+                "objective": config.objective,
                 "learning_rate": config.learning_rate,
                 "num_leaves": config.num_leaves,
                 "min_data_in_leaf": config.min_child_samples,
@@ -119,7 +151,14 @@ class Disambiguator:
                 "num_threads": 1,
                 "verbose": -1,
             }
-            dataset = lightgbm.Dataset(features, label=labels, feature_name=list(FEATURE_NAMES), free_raw_data=False)
+            dataset = lightgbm.Dataset(
+                features, label=labels, feature_name=list(FEATURE_NAMES[:columns]), free_raw_data=False
+            )
+            if config.objective == "lambdarank":
+                if group_sizes is None or sum(group_sizes) != len(labels):
+                    raise ValueError("the lambdarank objective needs group_sizes that add up to the rows")
+                dataset.set_group(group_sizes)
+                params["lambdarank_truncation_level"] = 5
             model._booster = lightgbm.train(params, dataset, num_boost_round=config.n_estimators)
         else:
             from sklearn.linear_model import LogisticRegression
@@ -134,12 +173,19 @@ class Disambiguator:
             model._mean, model._scale = mean.astype(np.float64), scale.astype(np.float64)
         return model
 
+    @property
+    def collective(self) -> bool:
+        """True when a second, collective pass refines this model's scores."""
+        return self.second is not None
+
     def score(self, features: np.ndarray) -> np.ndarray:
-        """p(correct) for each feature row."""
+        """This pass's score of each feature row, in (0, 1): higher = more likely the right entity."""
         if len(features) == 0:
             return np.zeros(0, dtype=np.float64)
+        features = features[:, : self._columns]
         if self._booster is not None:
-            return np.asarray(self._booster.predict(features), dtype=np.float64)
+            raw = np.asarray(self._booster.predict(features), dtype=np.float64)
+            return 1.0 / (1.0 + np.exp(-raw)) if self.config.objective == "lambdarank" else raw
         if self._weights is not None and self._mean is not None and self._scale is not None:
             z = ((features - self._mean) / self._scale) @ self._weights + self._bias
             return 1.0 / (1.0 + np.exp(-z))
@@ -151,12 +197,13 @@ class Disambiguator:
         return self
 
     def feature_importance(self) -> dict[str, float]:
-        """Gain per feature (LightGBM) or |weight| (logistic), for reports."""
+        """Gain per feature (LightGBM) or |weight| (logistic) of this pass, for reports."""
+        names = FEATURE_NAMES[: self._columns]
         if self._booster is not None:
             gains = self._booster.feature_importance(importance_type="gain")
-            return {n: float(g) for n, g in zip(FEATURE_NAMES, gains, strict=True)}
+            return {n: float(g) for n, g in zip(names, gains, strict=True)}
         if self._weights is not None:
-            return {n: float(abs(w)) for n, w in zip(FEATURE_NAMES, self._weights, strict=True)}
+            return {n: float(abs(w)) for n, w in zip(names, self._weights, strict=True)}
         return {}
 
     # -- persistence ----------------------------------------------------------------------------
@@ -167,7 +214,10 @@ class Disambiguator:
             "config": self.config.to_dict(),
             "feature_names": list(self.feature_names),
             "nil_threshold": self.nil_threshold,
+            "columns": self._columns,
         }
+        if self.second is not None:
+            data["second"] = self.second.to_dict()
         if self._booster is not None:
             data["booster"] = self._booster.model_to_string()
         elif self._weights is not None and self._mean is not None and self._scale is not None:
@@ -186,7 +236,11 @@ class Disambiguator:
             from indexes import IncompatibleArtifactError
 
             raise IncompatibleArtifactError("the model was trained on other features; retrain it with this code")
-        model = cls(config=DisambiguatorConfig(**data["config"]), nil_threshold=float(data["nil_threshold"]))
+        model = cls(
+            config=DisambiguatorConfig.from_dict(data["config"]),
+            nil_threshold=float(data["nil_threshold"]),
+            _columns=int(data.get("columns", len(FEATURE_NAMES))),
+        )
         if "booster" in data:
             import lightgbm
 
@@ -196,6 +250,8 @@ class Disambiguator:
             model._bias = float(data["bias"])
             model._mean = np.asarray(data["mean"], dtype=np.float64)
             model._scale = np.asarray(data["scale"], dtype=np.float64)
+        if "second" in data:
+            model.second = cls.from_dict(data["second"])
         return model
 
     def save(

@@ -241,7 +241,7 @@ def evaluate_linker(
             score_document(document, [], mode, result)
             continue
         prepared = linker.prepare(document.text, mentions)
-        links = linker.decide(prepared, linker.scorer.score(prepared.features), options)
+        links = linker.decide(prepared, linker.score(prepared), options)
         generated = [[c.entity_id for c in cands] for cands in prepared.candidates]
         score_document(document, links, mode, result, generated=generated)
     return result

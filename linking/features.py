@@ -19,7 +19,6 @@ One row per pair, grouped by mention. The columns (``FEATURE_NAMES``):
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -32,9 +31,11 @@ from linking.mentions import LABEL_TYPES
 from linking.normalization import normalize_alias, strip_qualifier
 from linking.types import Candidate, Mention
 
-FEATURE_NAMES: tuple[str, ...] = (
+BASE_FEATURE_NAMES: tuple[str, ...] = (
     "alias_rank",
     "inv_alias_rank",
+    "log_alias_rank",
+    "is_rank1",
     "n_alias_candidates",
     "n_candidates",
     "from_alias",
@@ -47,23 +48,45 @@ FEATURE_NAMES: tuple[str, ...] = (
     "str_token_set",
     "exact_name",
     "surface_is_name_word",
+    "surname_match",
+    "given_name_match",
     "surface_words",
     "ctx_sim",
     "ctx_sim_rank",
     "ctx_sim_gap",
+    "ctx_vs_first",
     "doc_sim",
+    "doc_sim_rank",
     "doc_sim_gap",
+    "doc_vs_first",
     "mention_type",
     "entity_type",
     "type_agreement",
     "coherence",
+    "coherence_rank",
     "coherence_gap",
+    "coherence_vs_first",
     "name_word_coherence",
     "extra_name_words",
     "extra_words_in_doc",
     "coref_support",
 )
+# Second-pass (collective) columns: filled from a first-pass model's scores of the same document,
+# see :func:`collective_features`. Zero in the first pass.
+COLLECTIVE_FEATURE_NAMES: tuple[str, ...] = (
+    "first_score",
+    "first_score_gap",
+    "first_rank",
+    "resolved_coherence",
+    "resolved_coherence_max",
+    "resolved_coherence_rank",
+    "resolved_coherence_gap",
+    "resolved_coherence_vs_first",
+)
+FEATURE_NAMES: tuple[str, ...] = BASE_FEATURE_NAMES + COLLECTIVE_FEATURE_NAMES
 TYPE_CODES = {"person": 1, "place": 2, "organization": 3, "other": 4}
+_COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_VS_FIRST = {"ctx_sim": "ctx_vs_first", "doc_sim": "doc_vs_first", "coherence": "coherence_vs_first"}
 NO_RANK = 50.0
 COHERENCE_TOP = 5
 _STOP = frozenset({"of", "the", "and", "de", "la", "le", "in", "on", "at", "for", "a", "an", "von", "van", "jr", "sr"})
@@ -104,13 +127,18 @@ class FeatureExtractor:
         mentions: Sequence[Mention],
         candidates: Sequence[Sequence[Candidate]],
         context_vectors: np.ndarray,
+        doc_vector: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Rows for every (mention, candidate) pair, mention by mention, in candidate order."""
+        """Rows for every (mention, candidate) pair, mention by mention, in candidate order.
+
+        The collective columns (:data:`COLLECTIVE_FEATURE_NAMES`) are left at zero; a two-pass
+        scorer fills them with :func:`collective_features`.
+        """
         n_pairs = sum(len(c) for c in candidates)
         out = np.zeros((n_pairs, len(FEATURE_NAMES)), dtype=np.float32)
         if n_pairs == 0:
             return out
-        col = {name: i for i, name in enumerate(FEATURE_NAMES)}
+        col = _COLUMN
         entity_ids = [c.entity_id for cands in candidates for c in cands]
         vectors = self.entity_index.matrix(entity_ids)
         groups = []
@@ -122,7 +150,8 @@ class FeatureExtractor:
 
         # context and document similarity
         ctx = np.einsum("ij,ij->i", vectors, context_vectors[mention_of_row]) if len(context_vectors) else 0.0
-        doc_vector = context_vectors.mean(axis=0)
+        if doc_vector is None:
+            doc_vector = context_vectors.mean(axis=0)
         norm = float(np.linalg.norm(doc_vector))
         doc_sim = vectors @ (doc_vector / norm) if norm > 0 else np.zeros(n_pairs, dtype=np.float32)
         out[:, col["ctx_sim"]] = ctx
@@ -132,6 +161,7 @@ class FeatureExtractor:
         surface_words = [set(s.split()) for s in surfaces]
         doc_words = set(normalize_alias(text).split())
         coherence = self._embedding_coherence(surfaces, groups, vectors)
+        out[:, col["coherence"]] = coherence
         word_mentions = self._word_mentions(surfaces, candidates)
         coref_targets = self._coref_targets(surfaces, candidates)
 
@@ -140,58 +170,58 @@ class FeatureExtractor:
             if lo == hi:
                 continue
             n_alias = sum(1 for c in cands if c.alias_rank is not None)
-            popularity = [self.kb.popularity(c.entity_id) for c in cands]
-            pop_order = np.argsort(-np.asarray(popularity), kind="stable")
-            pop_rank = np.empty(len(cands), dtype=np.float32)
-            pop_rank[pop_order] = np.arange(1, len(cands) + 1)
+            popularity = np.asarray([self.kb.popularity(c.entity_id) for c in cands], dtype=np.float32)
             mention_type = LABEL_TYPES.get(mention.label or "", None)
-            distinct_others = {s for j, s in enumerate(surfaces) if s != surfaces[i]}
+            distinct_others = {s for s in surfaces if s != surfaces[i]}
+            ranks = np.asarray(
+                [float(c.alias_rank) if c.alias_rank is not None else NO_RANK for c in cands], dtype=np.float32
+            )
+            has_rank = np.asarray([c.alias_rank is not None for c in cands])
+            block = out[lo:hi]
+            block[:, col["alias_rank"]] = ranks
+            block[:, col["inv_alias_rank"]] = np.where(has_rank, 1.0 / ranks, 0.0)
+            block[:, col["log_alias_rank"]] = np.log(ranks)
+            block[:, col["is_rank1"]] = ranks == 1.0
+            block[:, col["n_alias_candidates"]] = n_alias
+            block[:, col["n_candidates"]] = len(cands)
+            block[:, col["log_popularity"]] = np.log1p(popularity)
+            block[:, col["popularity_rank"]] = _ranks(popularity)
+            block[:, col["surface_words"]] = len(surface_words[i])
+            block[:, col["mention_type"]] = TYPE_CODES.get(mention_type or "", 0)
             for offset, cand in enumerate(cands):
-                r = lo + offset
-                name = self.kb.entity(cand.entity_id).name
-                name_key = normalize_alias(strip_qualifier(name))
+                r = offset
                 words = self.name_words(cand.entity_id)
-                rank = float(cand.alias_rank) if cand.alias_rank is not None else NO_RANK
-                out[r, col["alias_rank"]] = rank
-                out[r, col["inv_alias_rank"]] = 1.0 / rank if cand.alias_rank is not None else 0.0
-                out[r, col["n_alias_candidates"]] = n_alias
-                out[r, col["n_candidates"]] = len(cands)
-                out[r, col["from_alias"]] = "alias" in cand.sources
-                out[r, col["from_variant"]] = "variant" in cand.sources
-                out[r, col["from_fuzzy"]] = "fuzzy" in cand.sources
-                out[r, col["from_dense"]] = "dense" in cand.sources
-                out[r, col["log_popularity"]] = math.log1p(popularity[offset])
-                out[r, col["popularity_rank"]] = pop_rank[offset]
-                out[r, col["str_ratio"]] = fuzz.ratio(surfaces[i], name_key) / 100.0
-                out[r, col["str_token_set"]] = fuzz.token_set_ratio(surfaces[i], name_key) / 100.0
-                out[r, col["exact_name"]] = surfaces[i] == name_key
-                out[r, col["surface_is_name_word"]] = len(words) > 1 and surfaces[i] in words
-                out[r, col["surface_words"]] = len(surface_words[i])
+                name_key = " ".join(words)
+                sources = cand.sources
+                block[r, col["from_alias"]] = "alias" in sources
+                block[r, col["from_variant"]] = "variant" in sources
+                block[r, col["from_fuzzy"]] = "fuzzy" in sources
+                block[r, col["from_dense"]] = "dense" in sources
+                block[r, col["str_ratio"]] = fuzz.ratio(surfaces[i], name_key) / 100.0
+                block[r, col["str_token_set"]] = fuzz.token_set_ratio(surfaces[i], name_key) / 100.0
+                block[r, col["exact_name"]] = surfaces[i] == name_key
+                block[r, col["surface_is_name_word"]] = len(words) > 1 and surfaces[i] in words
                 entity_type = self.kb.entity_type(cand.entity_id)
-                out[r, col["mention_type"]] = TYPE_CODES.get(mention_type or "", 0)
-                out[r, col["entity_type"]] = TYPE_CODES[entity_type]
+                if entity_type == "person" and len(words) > 1:
+                    block[r, col["surname_match"]] = surfaces[i] == words[-1]
+                    block[r, col["given_name_match"]] = surfaces[i] == words[0]
+                block[r, col["entity_type"]] = TYPE_CODES[entity_type]
                 if mention_type is not None and mention_type != "other" and entity_type != "other":
-                    out[r, col["type_agreement"]] = 1.0 if mention_type == entity_type else -1.0
+                    block[r, col["type_agreement"]] = 1.0 if mention_type == entity_type else -1.0
                 extra = [w for w in words if w not in surface_words[i] and w not in _STOP and len(w) > 1]
-                out[r, col["extra_name_words"]] = len(extra)
+                block[r, col["extra_name_words"]] = len(extra)
                 if extra:
-                    out[r, col["extra_words_in_doc"]] = sum(w in doc_words for w in extra) / len(extra)
-                    supporters = set()
+                    block[r, col["extra_words_in_doc"]] = sum(w in doc_words for w in extra) / len(extra)
+                    supporters: set[int] = set()
                     for w in extra:
                         supporters |= word_mentions.get(w, set())
-                    supporters = {surfaces[j] for j in supporters} & distinct_others
-                    out[r, col["name_word_coherence"]] = len(supporters)
-                out[r, col["coref_support"]] = cand.entity_id in coref_targets[i]
-            out[lo:hi, col["coherence"]] = coherence[lo:hi]
-            out[lo:hi, col["coherence_gap"]] = coherence[lo:hi] - coherence[lo:hi].max()
-            group_ctx = out[lo:hi, col["ctx_sim"]]
-            order = np.argsort(-group_ctx, kind="stable")
-            ranks = np.empty(hi - lo, dtype=np.float32)
-            ranks[order] = np.arange(1, hi - lo + 1)
-            out[lo:hi, col["ctx_sim_rank"]] = ranks
-            out[lo:hi, col["ctx_sim_gap"]] = group_ctx - group_ctx.max()
-            group_doc = out[lo:hi, col["doc_sim"]]
-            out[lo:hi, col["doc_sim_gap"]] = group_doc - group_doc.max()
+                    block[r, col["name_word_coherence"]] = len({surfaces[j] for j in supporters} & distinct_others)
+                block[r, col["coref_support"]] = cand.entity_id in coref_targets[i]
+            for name in ("ctx_sim", "doc_sim", "coherence"):
+                values = block[:, col[name]]
+                block[:, col[f"{name}_gap"]] = values - values.max()
+                block[:, col[f"{name}_rank"]] = _ranks(values)
+                block[:, col[_VS_FIRST[name]]] = values - values[0]
         return out
 
     def _embedding_coherence(
@@ -254,3 +284,71 @@ class FeatureExtractor:
                     if normalize_alias(strip_qualifier(self.kb.entity(cand.entity_id).name)) == surfaces[j]:
                         targets[i].add(cand.entity_id)
         return targets
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """1-based rank of each value, highest first (ties in order)."""
+    order = np.argsort(-np.asarray(values), kind="stable")
+    ranks = np.empty(len(values), dtype=np.float32)
+    ranks[order] = np.arange(1, len(values) + 1)
+    return ranks
+
+
+def collective_features(
+    features: np.ndarray,
+    groups: Sequence[tuple[int, int]],
+    surfaces: Sequence[str],
+    vectors: np.ndarray,
+    first_scores: np.ndarray,
+) -> np.ndarray:
+    """A copy of ``features`` with the collective columns filled from first-pass scores.
+
+    Coherence with *resolved* entities rather than with all candidates: each other mention (one
+    per distinct surface) votes with its first-pass best entity, weighted by that entity's
+    first-pass score, so "Page" is scored against Eric Clapton and Jeff Beck, not against every
+    Clapton and Beck. Also the first-pass score itself, its gap to the group's best and its rank
+    (stacking: the second pass refines the first).
+
+    Args:
+        features: the base feature rows of one document.
+        groups: row ranges of each mention's candidates.
+        surfaces: normalized surface of each mention (mentions sharing a surface do not vote for each other).
+        vectors: entity vectors of every row.
+        first_scores: the first-pass score of every row.
+    """
+    out = features.copy()
+    col = _COLUMN
+    n_pairs = len(features)
+    if n_pairs == 0:
+        return out
+    votes: dict[str, tuple[int, float]] = {}
+    for i, (lo, hi) in enumerate(groups):
+        if hi == lo:
+            continue
+        best = lo + int(np.argmax(first_scores[lo:hi]))
+        if surfaces[i] not in votes or first_scores[best] > votes[surfaces[i]][1]:
+            votes[surfaces[i]] = (best, float(first_scores[best]))
+    voters = list(votes)
+    if voters:
+        rows = [votes[s][0] for s in voters]
+        weights = np.asarray([votes[s][1] for s in voters], dtype=np.float32)
+        sims = vectors @ vectors[rows].T  # (n_pairs, n_voters)
+    for i, (lo, hi) in enumerate(groups):
+        if hi == lo:
+            continue
+        scores = first_scores[lo:hi].astype(np.float32)
+        out[lo:hi, col["first_score"]] = scores
+        out[lo:hi, col["first_score_gap"]] = scores - scores.max()
+        out[lo:hi, col["first_rank"]] = _ranks(scores)
+        others = [k for k, s in enumerate(voters) if s != surfaces[i]]
+        if not others:
+            continue
+        block = sims[lo:hi][:, others]
+        w = weights[others]
+        mean = block @ w / max(float(w.sum()), 1e-6)
+        out[lo:hi, col["resolved_coherence"]] = mean
+        out[lo:hi, col["resolved_coherence_max"]] = block.max(axis=1)
+        out[lo:hi, col["resolved_coherence_rank"]] = _ranks(mean)
+        out[lo:hi, col["resolved_coherence_gap"]] = mean - mean.max()
+        out[lo:hi, col["resolved_coherence_vs_first"]] = mean - mean[0]
+    return out

@@ -50,11 +50,27 @@ class DetectorConfig:
     min_name_length: int = 4
 
 
+NER_UNUSED_COMPONENTS = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter")
+
+
 def load_spacy(model: str = DEFAULT_SPACY_MODEL) -> Any:
-    """Load a spaCy pipeline (only the components NER needs)."""
+    """Load a spaCy pipeline with only the components NER needs.
+
+    The small English pipelines' NER has its own token-to-vector layer (it does not listen to the
+    shared ``tok2vec``), so the tagger, parser, lemmatizer and shared ``tok2vec`` can go: the same
+    entities, in about half the time.
+    """
     import spacy
 
-    return spacy.load(model, exclude=["lemmatizer"])
+    nlp = spacy.load(model)
+    unused = [name for name in NER_UNUSED_COMPONENTS if name in nlp.pipe_names]
+    ner = nlp.get_pipe("ner") if "ner" in nlp.pipe_names else None
+    listens = ner is not None and any(node.name.startswith("tok2vec-listener") for node in ner.model.walk())
+    if listens:  # a pipeline whose NER reads the shared tok2vec: keep it
+        unused = [name for name in unused if name != "tok2vec"]
+    for name in unused:
+        nlp.remove_pipe(name)
+    return nlp
 
 
 class MentionDetector:

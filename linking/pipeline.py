@@ -19,12 +19,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from linking.candidates import CandidateConfig, CandidateGenerator
+from linking.context import mention_contexts
 from linking.coreference import propagate_entities
 from linking.disambiguation import PriorScorer, Scorer
 from linking.entity_index import EntityIndex
-from linking.features import FeatureExtractor, mention_context
+from linking.features import FeatureExtractor, collective_features
 from linking.kb import KnowledgeBase
 from linking.mentions import MentionDetector, label_for_span
+from linking.normalization import normalize_alias
 from linking.types import Candidate, Link, Mention
 from retrieval.dense import Encoder
 from retrieval.errors import InvalidRequestError
@@ -36,9 +38,9 @@ MAX_TEXT_CHARS = 100_000
 
 @dataclass(frozen=True)
 class LinkerConfig:
-    """How the linker builds contexts and candidates."""
+    """How the linker builds contexts (the mention's sentence, cut to ``max_context_chars``) and candidates."""
 
-    context_window: int = 200
+    max_context_chars: int = 400
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     coreference: bool = True
 
@@ -125,14 +127,33 @@ class EntityLinker:
         return [m if m.label is not None else replace(m, label=label_for_span(spans, m.start, m.end)) for m in mentions]
 
     def prepare(self, text: str, mentions: Sequence[Mention]) -> PreparedDocument:
-        """Candidates and features of every mention: one encoder call for the document."""
-        contexts = [mention_context(text, m, self.config.context_window) for m in mentions]
-        vectors = (
-            self.encoder.encode(contexts) if contexts else np.zeros((0, self.entity_index.vectors.shape[1]), np.float32)
+        """Candidates and features of every mention: one encoder call, each sentence with a mention encoded once."""
+        contexts = mention_contexts(text, mentions, self.config.max_context_chars)
+        dimension = self.entity_index.vectors.shape[1]
+        sentence_vectors = (
+            self.encoder.encode(list(contexts.texts)) if contexts.texts else np.zeros((0, dimension), np.float32)
         )
+        vectors = sentence_vectors[list(contexts.rows)] if mentions else np.zeros((0, dimension), np.float32)
+        doc_vector = sentence_vectors.mean(axis=0) if len(sentence_vectors) else np.zeros(dimension, np.float32)
         candidates = self.generator.generate_batch([m.surface for m in mentions], vectors)
-        features = self.extractor.document_features(text, mentions, candidates, vectors)
+        features = self.extractor.document_features(text, mentions, candidates, vectors, doc_vector)
         return PreparedDocument(text, tuple(mentions), tuple(tuple(c) for c in candidates), features)
+
+    def score(self, prepared: PreparedDocument) -> np.ndarray:
+        """Scores of every (mention, candidate) row; a collective scorer's second pass sees the first's picks."""
+        scores = self.scorer.score(prepared.features)
+        second = getattr(self.scorer, "second", None)
+        if second is None or len(scores) == 0:
+            return scores
+        entity_ids = [c.entity_id for cands in prepared.candidates for c in cands]
+        features = collective_features(
+            prepared.features,
+            prepared.groups(),
+            [normalize_alias(m.surface) for m in prepared.mentions],
+            self.entity_index.matrix(entity_ids),
+            scores,
+        )
+        return second.score(features)
 
     def decide(self, prepared: PreparedDocument, scores: np.ndarray, options: LinkOptions | None = None) -> list[Link]:
         """Links from candidate scores: best candidate, NIL below the threshold, then coreference."""
@@ -169,7 +190,7 @@ class EntityLinker:
         if not mentions:
             return []
         prepared = self.prepare(text, mentions)
-        links = self.decide(prepared, self.scorer.score(prepared.features), options)
+        links = self.decide(prepared, self.score(prepared), options)
         if not options.include_nil:
             links = [link for link in links if link.entity_id is not None]
         return links

@@ -3,6 +3,10 @@
 Training rows are every (gold mention, candidate) pair with label 1 for the gold entity. The NIL
 threshold is tuned on out-of-fold scores: cross-validation folds are whole documents
 (``GroupKFold``), so no document's mentions are both trained and scored on.
+
+A collective (two-pass) model is stacked: the second pass is trained on collective features
+computed from *out-of-fold* first-pass scores, so it learns how far to trust first-pass picks of
+documents the first pass has not seen, as at test time.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from linking.disambiguation import Disambiguator, DisambiguatorConfig
+from linking.disambiguation import FIRST_PASS_COLUMNS, Disambiguator, DisambiguatorConfig
 from linking.evaluation import EvaluationResult, score_document
+from linking.features import collective_features
+from linking.normalization import normalize_alias
 from linking.pipeline import EntityLinker, LinkOptions, PreparedDocument
 from linking.types import LinkingDocument, Mention
 
@@ -32,6 +38,19 @@ class TrainingDocument:
     prepared: PreparedDocument
     labels: np.ndarray
     dataset: str
+    entity_vectors: np.ndarray
+
+    def collective(self, first_scores: np.ndarray) -> np.ndarray:
+        """The feature rows with the collective columns filled from ``first_scores``."""
+        surfaces = [normalize_alias(m.surface) for m in self.prepared.mentions]
+        return collective_features(
+            self.prepared.features, self.prepared.groups(), surfaces, self.entity_vectors, first_scores
+        )
+
+    @property
+    def group_sizes(self) -> list[int]:
+        """Rows per mention (mentions without candidates left out), for ranking objectives."""
+        return [hi - lo for lo, hi in self.prepared.groups() if hi > lo]
 
     @property
     def augmented(self) -> bool:
@@ -52,10 +71,11 @@ class CrossValidation:
     f1_by_dataset: dict[str, float] = field(default_factory=dict)
     f1_overall: float = 0.0
     f1_by_threshold: dict[float, float] = field(default_factory=dict)
+    first_pass_scores: list[np.ndarray] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "nil_threshold": self.threshold,
+            "nil_threshold": float(self.threshold),
             "cv_f1": self.f1_overall,
             "cv_f1_by_dataset": self.f1_by_dataset,
         }
@@ -79,7 +99,8 @@ def prepare_documents(
             ids = [c.entity_id for c in cands]
             if gold.entity_id is not None and gold.entity_id in ids:
                 labels[lo + ids.index(gold.entity_id)] = 1
-        out.append(TrainingDocument(document, prepared, labels, dataset))
+        entity_ids = [c.entity_id for cands in prepared.candidates for c in cands]
+        out.append(TrainingDocument(document, prepared, labels, dataset, linker.entity_index.matrix(entity_ids)))
     return out
 
 
@@ -94,11 +115,55 @@ def stack(documents: Sequence[TrainingDocument]) -> tuple[np.ndarray, np.ndarray
 
 
 def train_disambiguator(
-    documents: Sequence[TrainingDocument], config: DisambiguatorConfig | None = None
+    documents: Sequence[TrainingDocument],
+    config: DisambiguatorConfig | None = None,
+    *,
+    first_pass_scores: Sequence[np.ndarray] | None = None,
+    folds: int = 5,
 ) -> Disambiguator:
-    """Fit a disambiguator on all rows of ``documents``."""
+    """Fit a disambiguator on all rows of ``documents``.
+
+    A collective config fits the first pass on the base columns, then the second pass on
+    collective features from out-of-fold first-pass scores (``first_pass_scores``, one array per
+    document, e.g. from :func:`cross_validate`; computed with ``folds`` document-grouped folds if
+    not given).
+    """
+    config = config or DisambiguatorConfig()
     features, labels = stack(documents)
-    return Disambiguator.train(features, labels, config)
+    sizes = [n for d in documents for n in d.group_sizes]
+    if not config.collective:
+        return Disambiguator.train(features, labels, config, group_sizes=sizes)
+    model = Disambiguator.train(features, labels, config, group_sizes=sizes, columns=FIRST_PASS_COLUMNS)
+    if first_pass_scores is None:
+        first_pass_scores = out_of_fold_first_pass(documents, config, folds=folds)
+    second = np.concatenate([d.collective(s) for d, s in zip(documents, first_pass_scores, strict=True)])
+    model.second = Disambiguator.train(second, labels, config, group_sizes=sizes)
+    return model
+
+
+def _folds(documents: Sequence[TrainingDocument], folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import GroupKFold
+
+    groups = [d.group for d in documents]
+    n_splits = min(folds, len(set(groups)))
+    if n_splits < 2:
+        raise ValueError("cross-validation needs documents from at least two groups")
+    return list(GroupKFold(n_splits=n_splits).split(np.arange(len(documents)), groups=groups))
+
+
+def out_of_fold_first_pass(
+    documents: Sequence[TrainingDocument], config: DisambiguatorConfig, *, folds: int = 5
+) -> list[np.ndarray]:
+    """First-pass scores of every document from a model not trained on it (document-grouped folds)."""
+    scores: list[np.ndarray] = [np.zeros(0)] * len(documents)
+    for train_idx, test_idx in _folds(documents, folds):
+        part = [documents[i] for i in train_idx]
+        features, labels = stack(part)
+        sizes = [n for d in part for n in d.group_sizes]
+        model = Disambiguator.train(features, labels, config, group_sizes=sizes, columns=FIRST_PASS_COLUMNS)
+        for i in test_idx:
+            scores[i] = model.score(documents[i].prepared.features)
+    return scores
 
 
 def evaluate_prepared(
@@ -124,34 +189,48 @@ def cross_validate(
     folds: int = 5,
     coreference: bool = True,
 ) -> CrossValidation:
-    """Document-grouped k-fold CV: out-of-fold ED F1 per dataset, and the NIL threshold that maximizes it."""
-    from sklearn.model_selection import GroupKFold
+    """Document-grouped k-fold CV: out-of-fold ED F1 per dataset, and the NIL threshold that maximizes it.
 
-    index = np.arange(len(documents))
-    groups = [d.group for d in documents]
-    oof: list[np.ndarray | None] = [None] * len(documents)
-    for train_idx, test_idx in GroupKFold(n_splits=folds).split(index, groups=groups):
-        model = train_disambiguator([documents[i] for i in train_idx], config)
-        for i in test_idx:
-            oof[i] = model.score(documents[i].prepared.features)
+    F1 is the data README's ED F1 (a NIL prediction costs recall, a wrong entity costs both).
+    For a collective config the first pass's out-of-fold scores feed the second pass's
+    features, in CV and (kept in ``first_pass_scores``) for the final fit.
+    """
+    config = config or DisambiguatorConfig()
+    splits = _folds(documents, folds)
+    first = out_of_fold_first_pass(documents, config, folds=folds) if config.collective else None
+    oof: list[np.ndarray] = [np.zeros(0)] * len(documents)
+    for train_idx, test_idx in splits:
+        part = [documents[i] for i in train_idx]
+        if first is None:
+            model = train_disambiguator(part, config)
+            for i in test_idx:
+                oof[i] = model.score(documents[i].prepared.features)
+        else:
+            features = np.concatenate([documents[i].collective(first[i]) for i in train_idx])
+            labels = np.concatenate([documents[i].labels for i in train_idx])
+            sizes = [n for d in part for n in d.group_sizes]
+            second = Disambiguator.train(features, labels, config, group_sizes=sizes)
+            for i in test_idx:
+                oof[i] = second.score(documents[i].collective(first[i]))
     originals = [i for i, d in enumerate(documents) if not d.augmented]
-    scores = [oof[i] if oof[i] is not None else np.zeros(0) for i in originals]
-    documents = [documents[i] for i in originals]
+    scores = [oof[i] for i in originals]
+    kept = [documents[i] for i in originals]
     by_threshold = {}
     for t in THRESHOLDS:
         results = evaluate_prepared(
-            linker, documents, scores, LinkOptions(nil_threshold=t, coreference=coreference, top_candidates=30)
+            linker, kept, scores, LinkOptions(nil_threshold=t, coreference=coreference, top_candidates=30)
         )
         by_threshold[t] = results["all"].counts.f1
     best = max(by_threshold, key=lambda t: (by_threshold[t], -t))
     results = evaluate_prepared(
-        linker, documents, scores, LinkOptions(nil_threshold=best, coreference=coreference, top_candidates=30)
+        linker, kept, scores, LinkOptions(nil_threshold=best, coreference=coreference, top_candidates=30)
     )
     cv = CrossValidation(
         threshold=best,
         f1_by_dataset={k: round(v.counts.f1, 4) for k, v in results.items() if k != "all"},
         f1_overall=round(results["all"].counts.f1, 4),
         f1_by_threshold=by_threshold,
+        first_pass_scores=first,
     )
     logger.info("cross-validation: F1 %.4f at NIL threshold %.2f (%s)", cv.f1_overall, best, cv.f1_by_dataset)
     return cv

@@ -164,7 +164,8 @@ def run_train_linker(args: argparse.Namespace) -> int:
             documents += prepare_documents(linker, shorten_person_mentions(originals, linker.kb), path.stem)
     config = DisambiguatorConfig(model_type=args.model_type)
     cv = cross_validate(linker, documents, config, folds=args.folds)
-    model = train_disambiguator(documents, config).with_threshold(cv.threshold)
+    model = train_disambiguator(documents, config, first_pass_scores=cv.first_pass_scores, folds=args.folds)
+    model = model.with_threshold(cv.threshold)
     model.metrics = cv.to_dict()
     kb_id = linker.kb.manifest.content_id if linker.kb.manifest is not None else linker.kb.content_id
     manifest, out = registry_cli.publish_build(
@@ -176,7 +177,7 @@ def run_train_linker(args: argparse.Namespace) -> int:
             params={
                 "augment": not args.no_augment,
                 "folds": args.folds,
-                "context_window": linker.config.context_window,
+                "max_context_chars": linker.config.max_context_chars,
                 "candidates": linker.config.candidates.__dict__,
                 "encoder": linker.encoder.name,
             },

@@ -41,7 +41,8 @@ def trained_linker(linking_data: Path, real_encoder, nlp) -> EntityLinker:
         documents += prepare_documents(linker, shorten_person_mentions(originals, kb), name)
     cv = cross_validate(linker, documents)
     assert cv.f1_overall > 0.8  # out-of-fold ED F1 on the training sets
-    linker.scorer = train_disambiguator(documents).with_threshold(cv.threshold)
+    model = train_disambiguator(documents, first_pass_scores=cv.first_pass_scores)
+    linker.scorer = model.with_threshold(cv.threshold)
     return linker
 
 

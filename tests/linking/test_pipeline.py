@@ -57,11 +57,12 @@ def test_context_decides_between_the_three_michael_jordans(linker: EntityLinker)
     assert basketball[0].entity_id == "Michael Jordan"
 
 
-def test_one_encoder_call_per_document(linker: EntityLinker, linking_encoder) -> None:
+def test_one_encoder_call_per_document_and_each_sentence_encoded_once(linker: EntityLinker, linking_encoder) -> None:
     linking_encoder.calls.clear()
-    text = "Paris met Michael Jordan in Paris, France."
-    linker.link(text, [Mention(0, 5, "Paris"), Mention(10, 24, "Michael Jordan"), Mention(28, 33, "Paris")])
-    assert linking_encoder.calls == [3]
+    text = "Paris met Michael Jordan in Paris, France. Then Michael Jordan flew home."
+    mentions = [Mention(0, 5, "Paris"), Mention(10, 24, "Michael Jordan"), Mention(28, 33, "Paris")]
+    linker.link(text, [*mentions, Mention(48, 62, "Michael Jordan")])
+    assert linking_encoder.calls == [2]  # two sentences, one call
 
 
 def test_detection_links_ner_mentions(linker: EntityLinker) -> None:
