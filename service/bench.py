@@ -1,7 +1,8 @@
 """Closed-loop load generator for a running Sleuth server, over real gRPC.
 
 ``concurrency`` virtual users each send one request, wait for its answer, and send the next, for
-``duration`` seconds after a ``warmup`` (whose calls are not counted). Each user has its own
+``duration`` seconds after a ``warmup``; the calls that complete within those ``duration`` seconds
+are counted (throughput = completions / duration), whenever they started. Each user has its own
 channel (its own TCP connection), as separate clients would, so a server running several worker
 processes behind SO_REUSEPORT sees its load spread across them.
 
@@ -203,7 +204,7 @@ async def _run(config: BenchConfig) -> BenchReport:
                 except grpc.aio.AioRpcError as exc:
                     code = exc.code().name
                 t1 = time.perf_counter()
-                if t0 < measure_from or t1 > end:
+                if not measure_from <= t1 <= end:  # count the calls that complete in the window
                     continue
                 if code is None:
                     latencies.append(t1 - t0)
