@@ -315,6 +315,30 @@ the total grows by one worker's footprint per worker; the supervisor process loa
 """
 
 
+def artifact_version(path: Path | None) -> str:
+    """``kind@content-id`` from an artifact directory's manifest (``?`` when unreadable)."""
+    if path is None:
+        return "-"
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        return f"{manifest['kind']}@{manifest['content_id']}"
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
+def reproduce_command(args: argparse.Namespace) -> str:
+    parts = [".venv/bin/python scripts/bench_serving.py", f"--workers {args.workers}", f"--duration {args.duration:g}"]
+    if args.reranker:
+        parts.append("--reranker RERANKER_DIR")
+    if args.kb:
+        parts.append("--kb KB_DIR")
+    if args.linker_model:
+        parts.append("--linker-model LINKER_DIR")
+    if args.bf16:
+        parts.append("--bf16")
+    return " ".join([*parts, "--write-docs"])
+
+
 def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse.Namespace, started: str) -> str:
     lines = [
         START,
@@ -324,13 +348,21 @@ def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse
         f"{memory['load_min']:.1f} to {memory['load_max']:.1f} (2.0 = both cores busy), "
         f"{memory['load_start']:.1f} before the server started. Run {started}.",
         "",
-        f"Server: `sleuth serve --index <SciFact, 5,183 docs> --workers {args.workers}` "
+        f"Server: `sleuth serve --workers {args.workers}`, index `{artifact_version(args.index)}` (SciFact, "
+        "5,183 documents) "
         f"(micro-batches of at most {args.batch_size} queries, wait at most {args.batch_wait_ms} ms; "
         f"torch threads per worker {args.torch_threads or 'cores / workers'}, FAISS 1"
         f"{', bfloat16 query encoding' if args.bf16 else ', float32'}){memory['extra']}. "
         "Load: `sleuth bench`, closed loop, one connection per virtual user, "
         f"{args.duration:.0f} s measured after {args.warmup:.0f} s warm-up, in a separate process "
-        "on the same 2 cores (it competes with the server for CPU). SciFact test queries, top 10.",
+        "on the same 2 cores (it competes with the server for CPU). SciFact test queries, top 10. "
+        f"Reranker `{artifact_version(args.reranker)}` (LambdaMART; `rerank` rows are hybrid + rerank). "
+        f"Link rows: msnbc documents (20, 3,380 characters on average), KB `{artifact_version(args.kb)}`"
+        + (
+            f", model `{artifact_version(args.linker_model)}`."
+            if args.linker_model
+            else ", prior-only scorer (no `--model`)."
+        ),
         "",
         "| rpc | mode | concurrency | throughput (/s) | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---|---:|---:|---:|---:|---:|---|",
@@ -356,7 +388,7 @@ def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse
         "Reproduce:",
         "",
         "```",
-        f".venv/bin/python scripts/bench_serving.py --workers {args.workers} --duration {args.duration:g} --write-docs",
+        reproduce_command(args),
         "```",
         END,
     ]
@@ -444,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_min": min(loads, default=load_start),
         "load_max": max(loads, default=load_start),
         "load_start": load_start,
-        "extra": f", reranker `{args.reranker.name}`" if args.reranker else "",
+        "extra": "",
     }
     logger.info("peak server RSS %.0f MiB (per process %s)", memory["peak_total_mib"], memory["per_process"])
     if args.json_out:
