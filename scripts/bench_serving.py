@@ -271,6 +271,10 @@ def target_lines(results: list[dict[str, Any]]) -> list[str]:
             f"- Hybrid p99 at half that load (open loop, {r['offered_rate']:.0f}/s): {r['p99_ms']:.0f} ms "
             f"(target <= 50 ms at 150/s): {verdict(r['p99_ms'] <= 50 and r['offered_rate'] >= 150)}."
         )
+    bf16 = find("search", "hybrid, bf16", 16)
+    if bf16:
+        x = bf16[0]["throughput"]
+        lines.append(f"- The same with `--bf16` (bfloat16 query encoding): {x:.0f} queries/s: {verdict(x >= 300)}.")
     bm25 = find("search", "bm25")
     if bm25:
         best = max(bm25, key=lambda r: r["throughput"])
@@ -336,6 +340,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
         parts.append("--linker-model LINKER_DIR")
     if args.bf16:
         parts.append("--bf16")
+    if args.compare:
+        parts.append("--compare")
     return " ".join([*parts, "--write-docs"])
 
 
@@ -383,7 +389,8 @@ def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse
         "",
         NOTES,
         f"Peak server memory: **{memory['peak_total_mib']:.0f} MiB** resident in total (sampled every 0.25 s over "
-        f"the whole run, all processes); per process peaks (VmHWM): {memory['per_process']}.",
+        f"the whole run, all processes); per process peaks (VmHWM): {memory['per_process']}."
+        + (f" Comparison servers' peaks: {memory['variants']}." if memory.get("variants") else ""),
         "",
         "Reproduce:",
         "",
@@ -431,6 +438,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link-concurrency", default="1,4,16")
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also restart the server as 1 worker (bm25, hybrid at c=16) and with --bf16 (hybrid at c=1, 16)",
+    )
     parser.add_argument("--json-out", type=Path, help="also write the raw results here")
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -467,6 +479,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         code = server.stop()
     logger.info("server exited with %d; log %s", code, log)
+    variants_memory = []
+    if args.compare:
+        for label, variant, rows in (
+            ("1 worker", argparse.Namespace(**{**vars(args), "workers": 1}), [("bm25", 16), ("hybrid", 16)]),
+            ("bf16", argparse.Namespace(**{**vars(args), "bf16": True}), [("hybrid", 1), ("hybrid", 16)]),
+        ):
+            extra = Server(variant, Path(f"/tmp/bench-serving-{os.getpid()}-{label.replace(' ', '')}.log"))
+            try:
+                extra.wait_ready()
+                time.sleep(2.0)
+                for mode, c in rows:
+                    row = bench(extra.target, "search", mode, c, variant)
+                    row["mode"] = f"{mode}, {label}"
+                    results.append(row)
+            finally:
+                extra.stop()
+            variants_memory.append(f"{label}: {extra.memory.peak_total_kib / 1024:.0f} MiB")
 
     loads = [r["load_before"] for r in results] + [r["load_after"] for r in results]
     hwm = server.memory.hwm_kib
@@ -477,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_max": max(loads, default=load_start),
         "load_start": load_start,
         "extra": "",
+        "variants": "; ".join(variants_memory),
     }
     logger.info("peak server RSS %.0f MiB (per process %s)", memory["peak_total_mib"], memory["per_process"])
     if args.json_out:
