@@ -280,26 +280,51 @@ def mix_with_prior(model_scores: np.ndarray, fused_ranks: np.ndarray, prior_weig
     return scores
 
 
-class LearnedReranker:
-    """A :class:`retrieval.pipeline.Reranker` that scores candidates with a trained model."""
+def query_terms(index: SearchIndex, query: str) -> int:
+    """Distinct analyzed terms of ``query`` (the index's analyzer; unknown words count too)."""
+    return len(set(index.bm25.tokenizer.tokenize(query)))
 
-    def __init__(self, model: RankingModel, prior_weight: float = 0.0, version: str = "reranker@unsaved") -> None:
+
+class LearnedReranker:
+    """A :class:`retrieval.pipeline.Reranker` that scores candidates with a trained model.
+
+    ``max_query_terms`` bounds the queries the model was trained for (a high quantile of the
+    training queries' distinct terms). A longer query lies outside what the model has seen; there
+    the reranker abstains and returns the fused order (as scores), because a model fitted on short
+    queries has no evidence about how its features behave on long ones.
+    """
+
+    def __init__(
+        self,
+        model: RankingModel,
+        prior_weight: float = 0.0,
+        version: str = "reranker@unsaved",
+        max_query_terms: int | None = None,
+    ) -> None:
         unknown = [name for name in model.feature_names if name not in FEATURE_NAMES]
         if unknown:
             raise ValueError(f"model uses unknown features {unknown}")
         self.model = model
         self.prior_weight = float(prior_weight)
         self.version = version
+        self.max_query_terms = max_query_terms
         self._columns = np.array([FEATURE_NAMES.index(name) for name in model.feature_names], dtype=np.int64)
 
     def select(self, all_features: np.ndarray) -> np.ndarray:
         """The model's columns of a full ``candidate_features`` matrix."""
         return all_features[:, self._columns]
 
-    def score_features(self, all_features: np.ndarray, fused_ranks: np.ndarray) -> np.ndarray:
+    def in_support(self, n_query_terms: int | None) -> bool:
+        return self.max_query_terms is None or n_query_terms is None or n_query_terms <= self.max_query_terms
+
+    def score_features(
+        self, all_features: np.ndarray, fused_ranks: np.ndarray, n_query_terms: int | None = None
+    ) -> np.ndarray:
         """Scores from precomputed features (as training and benchmarks use them)."""
         if len(all_features) == 0:
             return np.zeros(0)
+        if not self.in_support(n_query_terms):
+            return mix_with_prior(np.zeros(len(fused_ranks)), fused_ranks, 1.0)
         return mix_with_prior(self.model.predict(self.select(all_features)), fused_ranks, self.prior_weight)
 
     def score(
@@ -309,8 +334,14 @@ class LearnedReranker:
         index: SearchIndex,
         query_vector: np.ndarray | None,
     ) -> np.ndarray:
-        features = candidate_features(query, candidates, index, query_vector)
         ranks = np.fromiter((h.rank for h in candidates), dtype=np.float64, count=len(candidates))
+        n_terms = query_terms(index, query)
+        if not self.in_support(n_terms):
+            logger.debug(
+                "query of %d terms is beyond the model's %d: keeping the fused order", n_terms, self.max_query_terms
+            )
+            return mix_with_prior(np.zeros(len(candidates)), ranks, 1.0)
+        features = candidate_features(query, candidates, index, query_vector)
         return self.score_features(features, ranks)
 
     def save(self, directory: Path) -> None:
@@ -319,6 +350,7 @@ class LearnedReranker:
             "model_type": self.model.model_type,
             "features": list(self.model.feature_names),
             "prior_weight": self.prior_weight,
+            "max_query_terms": self.max_query_terms,
             "rrf_k": RRF_K,
             "members": self.model.members,
         }
@@ -343,6 +375,8 @@ def load_reranker(path: str | Path, *, verify: bool = True) -> LearnedReranker:
         features = tuple(config["features"])
         prior_weight = float(config["prior_weight"])
         members = int(config.get("members", 1))
+        max_terms = config.get("max_query_terms")
+        max_query_terms = None if max_terms is None else int(max_terms)
     except FileNotFoundError as exc:
         raise ArtifactNotFoundError(f"{path}: missing {CONFIG_FILE}") from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -357,6 +391,7 @@ def load_reranker(path: str | Path, *, verify: bool = True) -> LearnedReranker:
     if not (path / model_class.MODEL_FILE).is_file():
         raise ArtifactNotFoundError(f"{path}: missing model file {model_class.MODEL_FILE}")
     try:
-        return LearnedReranker(model_class.load(path, features, members), prior_weight, manifest.version)
+        model = model_class.load(path, features, members)
+        return LearnedReranker(model, prior_weight, manifest.version, max_query_terms)
     except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
         raise CorruptArtifactError(f"{path}: cannot load {model_type} model: {exc}") from exc

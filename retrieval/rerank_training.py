@@ -45,6 +45,7 @@ from retrieval.rerank import (
     LogRegParams,
     RankingModel,
     mix_with_prior,
+    query_terms,
 )
 from retrieval.rerank_features import FEATURE_NAMES, RELATIVE_GROUPS, candidate_features, features_of_groups
 from retrieval.types import Query
@@ -60,6 +61,7 @@ class CandidateSet:
     doc_ids: tuple[str, ...]
     features: np.ndarray = field(repr=False)
     labels: np.ndarray = field(repr=False)
+    query_terms: int | None = None
 
     @property
     def fused_ranks(self) -> np.ndarray:
@@ -73,6 +75,8 @@ class TrainingConfig:
     ``prior_weights`` are the candidate weights of the fused ranking in the final score, chosen on
     the validation queries by the one-standard-error rule (see :func:`choose_prior_weight`;
     ``prior_se_multiple`` standard errors, or at least ``prior_tolerance`` NDCG@10).
+    ``support_quantile`` sets the model's query-length support: queries with more distinct terms
+    than that quantile of the training queries keep the fused order (``None``: no limit).
     """
 
     model_type: str = "lambdamart"
@@ -86,6 +90,7 @@ class TrainingConfig:
     prior_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
     prior_se_multiple: float = 1.0
     prior_tolerance: float = 0.002
+    support_quantile: float | None = 0.95
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -98,6 +103,8 @@ class TrainingConfig:
             raise ValueError(f"folds must be within [2, 20], got {self.folds}")
         if not self.prior_weights:
             raise ValueError("prior_weights must not be empty")
+        if self.support_quantile is not None and not (0.5 <= self.support_quantile <= 1.0):
+            raise ValueError(f"support_quantile must be within [0.5, 1] or None, got {self.support_quantile}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +118,7 @@ class TrainingConfig:
             "prior_weights": list(self.prior_weights),
             "prior_se_multiple": self.prior_se_multiple,
             "prior_tolerance": self.prior_tolerance,
+            "support_quantile": self.support_quantile,
         }
 
 
@@ -150,7 +158,8 @@ def collect_candidates(
         features = candidate_features(query.text, result.hits, index, vector)
         judgments = qrels[query.qid]
         labels = np.array([max(judgments.get(h.doc_id, 0), 0) for h in result.hits], dtype=np.int32)
-        sets.append(CandidateSet(query.qid, tuple(h.doc_id for h in result.hits), features, labels))
+        doc_ids = tuple(h.doc_id for h in result.hits)
+        sets.append(CandidateSet(query.qid, doc_ids, features, labels, query_terms(index, query.text)))
     return sets
 
 
@@ -282,7 +291,15 @@ def train_reranker(
         for i, f in enumerate(folds):
             if f == k:
                 out_of_fold[i] = member.predict(sets[i].features[:, columns])
-    raw = [r if r is not None else np.zeros(0) for r in out_of_fold]
+    max_terms = None
+    if config.support_quantile is not None:
+        lengths = np.array([s.query_terms or 0 for s in sets])
+        max_terms = int(np.ceil(np.quantile(lengths, config.support_quantile)))
+    # Out-of-support training queries keep the fused order, as they will when served.
+    raw = [
+        r if r is not None and (max_terms is None or (s.query_terms or 0) <= max_terms) else -s.fused_ranks
+        for r, s in zip(out_of_fold, sets, strict=True)
+    ]
     prior_weight, by_weight = choose_prior_weight(raw, sets, judgments, config)
     model: RankingModel
     if config.model_type == "lambdamart":
@@ -309,7 +326,7 @@ def train_reranker(
         prior_weight,
     )
 
-    reranker = LearnedReranker(model, prior_weight)
+    reranker = LearnedReranker(model, prior_weight, max_query_terms=max_terms)
     out = Path(out_dir)
     with staged_directory(out, overwrite=overwrite) as staging:
         reranker.save(staging)
@@ -318,7 +335,7 @@ def train_reranker(
             format_version=FORMAT_VERSION,
             created_at=utc_now(),
             files=checksum_files(staging),
-            params={**config.to_dict(), "prior_weight": prior_weight},
+            params={**config.to_dict(), "prior_weight": prior_weight, "max_query_terms": max_terms},
             inputs=_input_checksums(query_list, judgments, queries_path, qrels_path),
             parents={"index": index.manifest.content_id, "encoder": str(index.encoder_info.get("checksum"))},
             stats={"train_seconds": round(time.perf_counter() - started, 3)},
@@ -327,7 +344,7 @@ def train_reranker(
             code_version=code_version(),
         )
         manifest.write(staging)
-    reranker = LearnedReranker(model, prior_weight, manifest.version)
+    reranker = LearnedReranker(model, prior_weight, manifest.version, max_terms)
     logger.info("reranker %s written to %s", manifest.version, out)
     return TrainingResult(reranker, manifest, out, metrics)
 

@@ -97,6 +97,7 @@ def run_explain_reranker(args: argparse.Namespace) -> int:
             "version": reranker.version,
             "model_type": model.model_type,
             "prior_weight": reranker.prior_weight,
+            "max_query_terms": reranker.max_query_terms,
             "importance": what,
             "features": dict(ranked),
             "metrics": manifest.metrics,
@@ -106,7 +107,8 @@ def run_explain_reranker(args: argparse.Namespace) -> int:
         return 0
     lines = [
         f"{reranker.version}  model {model.model_type}, trained on index {manifest.parents.get('index')}",
-        f"score = z(model) + {reranker.prior_weight:g} * z(1 / (60 + fused rank))",
+        f"score = z(model) + {reranker.prior_weight:g} * z(1 / (60 + fused rank)); queries of more than "
+        f"{reranker.max_query_terms} distinct terms keep the fused order",
         f"{'feature':<22} {what}",
     ]
     lines += [f"{name:<22} {value:+.4f}" for name, value in ranked]

@@ -20,6 +20,7 @@ from retrieval.rerank import (
     LogRegParams,
     load_reranker,
     mix_with_prior,
+    query_terms,
 )
 from retrieval.rerank_features import FEATURE_NAMES
 from retrieval.rerank_training import CandidateSet, TrainingConfig, choose_prior_weight, fold_of, train_reranker
@@ -156,6 +157,7 @@ def test_train_reranker_writes_a_loadable_model_with_manifest(
     assert valid["folds"] == 3
     assert set(valid["rerank_ndcg@10_by_prior_weight"]) == {f"{w:g}" for w in config.prior_weights}
     assert result.reranker.prior_weight in config.prior_weights
+    assert result.reranker.max_query_terms == manifest.params["max_query_terms"] == 2  # "keyword codeNNN"
 
     reranker = load_reranker(tmp_path / "rr")
     assert reranker.version == manifest.version == result.reranker.version
@@ -306,3 +308,19 @@ def test_prior_weight_one_standard_error_rule() -> None:
     same = [-np.arange(10.0) for _ in sets]
     weight, _ = choose_prior_weight(same, sets, qrels, config)
     assert weight == 4.0
+
+
+def test_long_queries_beyond_the_training_support_keep_the_fused_order(animal_data, animal_index) -> None:
+    _, _, _, encoder = animal_data
+    x, y, _ = synthetic(20)
+    names = ("bm25_share", "dense_log_rank", "rank_disagreement")
+    model = LogisticModel.fit(x, y, names, LogRegParams())
+    searcher = Searcher(animal_index, encoder)
+    query = "cat dog bird fish wolf kitten code001"
+    hits = searcher.run(SearchRequest(query, top_k=20), encoder.encode([query])[0]).hits
+    vector = encoder.encode([query])[0]
+    assert query_terms(animal_index, query) == 7
+    free = LearnedReranker(model, 0.0, max_query_terms=7).score(query, hits, animal_index, vector)
+    guarded = LearnedReranker(model, 0.0, max_query_terms=6).score(query, hits, animal_index, vector)
+    assert list(np.argsort(-guarded, kind="stable")) == list(range(len(hits)))
+    assert list(np.argsort(-free, kind="stable")) != list(range(len(hits)))
