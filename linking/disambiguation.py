@@ -10,8 +10,8 @@ A model may have two passes (``collective=True``): the first scores the base fea
 coherence with the entities the first pass resolved for the document's other mentions, and the
 first-pass score itself (:func:`linking.features.collective_features`). The linker runs both.
 
-A mention is NIL when its best candidate's score is below ``nil_threshold``, chosen by
-cross-validation (see :mod:`linking.training`).
+A mention is NIL when its best candidate's score is below ``nil_threshold`` and leads the
+runner-up by less than ``nil_margin``, both chosen by cross-validation (see :mod:`linking.training`).
 
 A model directory holds ``model.json`` (type, feature names, threshold, weights or the LightGBM
 boosters as text) and ``manifest.json`` (kind ``linker``, parents: the KB and the encoder).
@@ -78,6 +78,7 @@ class PriorScorer:
     """The baseline: score = 1 / alias rank (the alias table's first choice wins), no NIL."""
 
     nil_threshold = 0.0
+    nil_margin = 1.0
 
     def score(self, features: np.ndarray) -> np.ndarray:
         return (
@@ -97,6 +98,7 @@ class Disambiguator:
 
     config: DisambiguatorConfig = field(default_factory=DisambiguatorConfig)
     nil_threshold: float = 0.0
+    nil_margin: float = 1.0
     feature_names: tuple[str, ...] = FEATURE_NAMES
     second: Disambiguator | None = None
     _columns: int = len(FEATURE_NAMES)
@@ -191,9 +193,10 @@ class Disambiguator:
             return 1.0 / (1.0 + np.exp(-z))
         raise ModelNotTrainedError("the disambiguator has not been trained or loaded")
 
-    def with_threshold(self, threshold: float) -> Disambiguator:
-        """The same model with another NIL threshold."""
+    def with_threshold(self, threshold: float, margin: float = 1.0) -> Disambiguator:
+        """The same model with another NIL rule: NIL when the best score < ``threshold`` and leads by < ``margin``."""
         self.nil_threshold = float(threshold)
+        self.nil_margin = float(margin)
         return self
 
     def feature_importance(self) -> dict[str, float]:
@@ -214,6 +217,7 @@ class Disambiguator:
             "config": self.config.to_dict(),
             "feature_names": list(self.feature_names),
             "nil_threshold": self.nil_threshold,
+            "nil_margin": self.nil_margin,
             "columns": self._columns,
         }
         if self.second is not None:
@@ -239,6 +243,7 @@ class Disambiguator:
         model = cls(
             config=DisambiguatorConfig.from_dict(data["config"]),
             nil_threshold=float(data["nil_threshold"]),
+            nil_margin=float(data.get("nil_margin", 1.0)),
             _columns=int(data.get("columns", len(FEATURE_NAMES))),
         )
         if "booster" in data:
@@ -271,7 +276,12 @@ class Disambiguator:
                 format_version=LINKER_FORMAT_VERSION,
                 created_at=utc_now(),
                 files=checksum_files(staging),
-                params={**params, "model": self.config.to_dict(), "nil_threshold": self.nil_threshold},
+                params={
+                    **params,
+                    "model": self.config.to_dict(),
+                    "nil_threshold": self.nil_threshold,
+                    "nil_margin": self.nil_margin,
+                },
                 inputs=inputs,
                 parents=parents,
                 metrics=self.metrics,

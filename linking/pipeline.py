@@ -52,12 +52,15 @@ class LinkOptions:
     Attributes:
         top_candidates: how many scored candidates each link carries (the runner-ups).
         nil_threshold: overrides the model's NIL threshold when set (0 = never NIL).
+        nil_margin: overrides the model's NIL margin: a best score under the threshold still links
+            when it leads the runner-up by at least this much (1 = the threshold alone decides).
         coreference: run in-document coreference propagation.
         include_nil: return mentions judged NIL too (with ``entity_id=None``).
     """
 
     top_candidates: int = 5
     nil_threshold: float | None = None
+    nil_margin: float | None = None
     coreference: bool = True
     include_nil: bool = True
 
@@ -156,9 +159,10 @@ class EntityLinker:
         return second.score(features)
 
     def decide(self, prepared: PreparedDocument, scores: np.ndarray, options: LinkOptions | None = None) -> list[Link]:
-        """Links from candidate scores: best candidate, NIL below the threshold, then coreference."""
+        """Links from candidate scores: best candidate, NIL when low and not clearly ahead, then coreference."""
         options = options or LinkOptions()
         threshold = options.nil_threshold if options.nil_threshold is not None else self.scorer.nil_threshold
+        margin = options.nil_margin if options.nil_margin is not None else getattr(self.scorer, "nil_margin", 1.0)
         links = []
         for mention, cands, (lo, hi) in zip(prepared.mentions, prepared.candidates, prepared.groups(), strict=True):
             scored = sorted(
@@ -169,7 +173,10 @@ class EntityLinker:
                 links.append(Link(mention, None, 0.0, ()))
                 continue
             best = scored[0]
-            entity = best.entity_id if best.score >= threshold else None
+            # NIL only when the best score is low AND it barely beats the runner-up: a low but
+            # clear winner is kept (its absolute score is the least transferable part).
+            lead = best.score - scored[1].score if len(scored) > 1 else best.score
+            entity = None if best.score < threshold and lead < margin else best.entity_id
             links.append(Link(mention, entity, best.score, tuple(scored)))
         if options.coreference and self.config.coreference:
             links = propagate_entities(links, self.kb)
@@ -216,6 +223,8 @@ def validate_request(text: str, mentions: Sequence[Mention] | None, options: Lin
         raise InvalidRequestError("options.top_candidates", "must be between 0 and 100")
     if options.nil_threshold is not None and not 0.0 <= options.nil_threshold <= 1.0:
         raise InvalidRequestError("options.nil_threshold", "must be between 0 and 1")
+    if options.nil_margin is not None and not 0.0 <= options.nil_margin <= 1.0:
+        raise InvalidRequestError("options.nil_margin", "must be between 0 and 1")
     for i, m in enumerate(mentions or ()):
         if not 0 <= m.start < m.end <= len(text):
             raise InvalidRequestError(f"mentions[{i}]", f"span {m.start}-{m.end} is not inside the text")

@@ -28,6 +28,7 @@ from linking.types import LinkingDocument, Mention
 logger = logging.getLogger(__name__)
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 0.51, 0.02))
+MARGINS = (0.05, 0.1, 0.2, 0.3, 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,9 +66,10 @@ class TrainingDocument:
 
 @dataclass
 class CrossValidation:
-    """Out-of-fold results: the chosen NIL threshold and ED scores per dataset and overall."""
+    """Out-of-fold results: the chosen NIL rule (threshold, margin) and ED scores per dataset and overall."""
 
     threshold: float
+    margin: float = 1.0
     f1_by_dataset: dict[str, float] = field(default_factory=dict)
     f1_overall: float = 0.0
     f1_by_threshold: dict[float, float] = field(default_factory=dict)
@@ -76,6 +78,7 @@ class CrossValidation:
     def to_dict(self) -> dict[str, Any]:
         return {
             "nil_threshold": float(self.threshold),
+            "nil_margin": float(self.margin),
             "cv_f1": self.f1_overall,
             "cv_f1_by_dataset": self.f1_by_dataset,
         }
@@ -189,7 +192,7 @@ def cross_validate(
     folds: int = 5,
     coreference: bool = True,
 ) -> CrossValidation:
-    """Document-grouped k-fold CV: out-of-fold ED F1 per dataset, and the NIL threshold that maximizes it.
+    """Document-grouped k-fold CV: out-of-fold ED F1 per dataset, and the NIL rule that maximizes it.
 
     F1 is the data README's ED F1 (a NIL prediction costs recall, a wrong entity costs both).
     For a collective config the first pass's out-of-fold scores feed the second pass's
@@ -215,24 +218,30 @@ def cross_validate(
     originals = [i for i, d in enumerate(documents) if not d.augmented]
     scores = [oof[i] for i in originals]
     kept = [documents[i] for i in originals]
-    by_threshold = {}
-    for t in THRESHOLDS:
-        results = evaluate_prepared(
-            linker, kept, scores, LinkOptions(nil_threshold=t, coreference=coreference, top_candidates=30)
-        )
-        by_threshold[t] = results["all"].counts.f1
-    best = max(by_threshold, key=lambda t: (by_threshold[t], -t))
-    results = evaluate_prepared(
-        linker, kept, scores, LinkOptions(nil_threshold=best, coreference=coreference, top_candidates=30)
-    )
+    by_rule: dict[tuple[float, float], float] = {}
+    for m in MARGINS:
+        for t in THRESHOLDS:
+            options = LinkOptions(nil_threshold=t, nil_margin=m, coreference=coreference, top_candidates=30)
+            by_rule[(t, m)] = evaluate_prepared(linker, kept, scores, options)["all"].counts.f1
+    # the best F1; among ties the rule that makes fewer NILs (lower threshold, then smaller margin)
+    best, best_margin = max(by_rule, key=lambda rule: (round(by_rule[rule], 6), -rule[0], -rule[1]))
+    options = LinkOptions(nil_threshold=best, nil_margin=best_margin, coreference=coreference, top_candidates=30)
+    results = evaluate_prepared(linker, kept, scores, options)
     cv = CrossValidation(
         threshold=best,
+        margin=best_margin,
         f1_by_dataset={k: round(v.counts.f1, 4) for k, v in results.items() if k != "all"},
         f1_overall=round(results["all"].counts.f1, 4),
-        f1_by_threshold=by_threshold,
+        f1_by_threshold={t: f1 for (t, m), f1 in by_rule.items() if m == 1.0},
         first_pass_scores=first,
     )
-    logger.info("cross-validation: F1 %.4f at NIL threshold %.2f (%s)", cv.f1_overall, best, cv.f1_by_dataset)
+    logger.info(
+        "cross-validation: F1 %.4f with NIL below %.2f and lead < %.2f (%s)",
+        cv.f1_overall,
+        best,
+        best_margin,
+        cv.f1_by_dataset,
+    )
     return cv
 
 

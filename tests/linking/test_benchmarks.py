@@ -42,7 +42,7 @@ def trained_linker(linking_data: Path, real_encoder, nlp) -> EntityLinker:
     cv = cross_validate(linker, documents)
     assert cv.f1_overall > 0.8  # out-of-fold ED F1 on the training sets
     model = train_disambiguator(documents, first_pass_scores=cv.first_pass_scores)
-    linker.scorer = model.with_threshold(cv.threshold)
+    linker.scorer = model.with_threshold(cv.threshold, cv.margin)
     return linker
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from indexes import Manifest
 from linking import FEATURE_NAMES, Disambiguator, DisambiguatorConfig, ModelNotTrainedError
+from linking.features import BASE_FEATURE_NAMES, collective_features
 
 
 def synthetic(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -41,3 +42,27 @@ def test_training_needs_both_classes() -> None:
     features, _ = synthetic(20)
     with pytest.raises(ValueError, match="both"):
         Disambiguator.train(features, np.ones(20))
+
+
+def test_lambdarank_needs_group_sizes() -> None:
+    features, labels = synthetic(40)
+    with pytest.raises(ValueError, match="group_sizes"):
+        Disambiguator.train(features, labels, DisambiguatorConfig(objective="lambdarank", n_estimators=5))
+    model = Disambiguator.train(
+        features, labels, DisambiguatorConfig(objective="lambdarank", n_estimators=5), group_sizes=[10] * 4
+    )
+    assert model.score(features).shape == (40,)
+
+
+def test_collective_features_vote_with_the_other_mentions_first_pass_picks() -> None:
+    # mention 0 ("page"): a town (row 0) or a guitarist (row 1); mention 1 ("clapton"): one guitarist (row 2)
+    vectors = np.asarray([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=np.float32)
+    base = np.zeros((3, len(FEATURE_NAMES)), dtype=np.float32)
+    first = np.asarray([0.7, 0.3, 0.9])
+    out = collective_features(base, [(0, 2), (2, 3)], ["page", "clapton"], vectors, first)
+    col = {n: i for i, n in enumerate(FEATURE_NAMES)}
+    assert out[1, col["resolved_coherence"]] > out[0, col["resolved_coherence"]]
+    assert out[1, col["resolved_coherence_rank"]] == 1.0 and out[0, col["resolved_coherence_vs_first"]] == 0.0
+    assert list(out[:2, col["first_rank"]]) == [1.0, 2.0]
+    assert out[1, col["first_score_gap"]] == pytest.approx(-0.4)
+    assert np.all(out[:, : len(BASE_FEATURE_NAMES)] == 0)  # base columns untouched

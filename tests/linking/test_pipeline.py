@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from linking import (
+    Disambiguator,
     DisambiguatorConfig,
     EntityLinker,
     KnowledgeBase,
@@ -82,6 +84,10 @@ def test_nil_threshold_and_unknown_names(linker: EntityLinker) -> None:
         "Zorblax visited Paris.", [Mention(0, 7, "Zorblax")], LinkOptions(nil_threshold=1.0, include_nil=False)
     )
     assert hidden == []
+    clear_winner = linker.link(
+        "Zorblax visited Paris.", [Mention(16, 21, "Paris")], LinkOptions(nil_threshold=1.0, nil_margin=0.0)
+    )
+    assert not clear_winner[0].is_nil  # below the threshold, but NIL also needs a lead under the margin
 
 
 @pytest.mark.parametrize(
@@ -92,6 +98,7 @@ def test_nil_threshold_and_unknown_names(linker: EntityLinker) -> None:
         ("Paris", [Mention(0, 9, "Paris")], LinkOptions(), "mentions[0]"),
         ("Paris", None, LinkOptions(top_candidates=-1), "options.top_candidates"),
         ("Paris", None, LinkOptions(nil_threshold=1.5), "options.nil_threshold"),
+        ("Paris", None, LinkOptions(nil_margin=-0.1), "options.nil_margin"),
     ],
 )
 def test_bad_requests_name_the_field(linker: EntityLinker, text, mentions, options, field) -> None:
@@ -112,3 +119,21 @@ def test_trim_span_drops_determiners_and_possessives() -> None:
     assert trim_span(text, 0, 10) == (4, 9)
     assert trim_span(text, 21, 29) == (21, 27)
     assert trim_span("--", 0, 2) is None
+
+
+def test_two_pass_lightgbm_model_round_trips_and_scores_in_the_linker(
+    tiny_kb: KnowledgeBase, linking_encoder, nlp, tmp_path
+) -> None:
+    linker = EntityLinker(tiny_kb, linking_encoder, detector=MentionDetector(nlp))
+    documents = prepare_documents(linker, TRAIN * 3, "tiny")
+    config = DisambiguatorConfig(n_estimators=20, min_child_samples=2, objective="lambdarank")
+    model = train_disambiguator(documents, config, folds=2)
+    assert model.collective and model.second is not None
+    model.save(tmp_path / "m", parents={}, params={}, inputs={})
+    loaded, _ = Disambiguator.load(tmp_path / "m")
+    linker.scorer = loaded
+    prepared = linker.prepare("Michael Jordan starred in Creed.", [Mention(0, 14, "Michael Jordan")])
+    scores = linker.score(prepared)
+    assert np.all((scores > 0) & (scores < 1))  # lambdarank scores are squashed
+    linker.scorer = model
+    assert np.allclose(linker.score(prepared), scores)
