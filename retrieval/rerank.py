@@ -1,18 +1,20 @@
 """Learned rerankers: LightGBM LambdaMART and logistic regression behind one interface.
 
-A model directory holds ``reranker.json`` (model type, features, how scores are mixed with the
-fused ranking), the model file (``lambdamart.txt``, LightGBM's own text format, or
-``logreg.json``, the standardization and weights; neither is a pickle) and ``manifest.json``
-(kind ``"reranker"``: training data checksums, parameters, validation metrics, library versions,
-and the content id of the index it was trained on).
+A model directory holds ``reranker.json`` (model type, features, the fused-prior weight, the
+query-length support), the model files (``lambdamart.txt`` and, for a bag of fold models,
+``lambdamart-1.txt`` ...: LightGBM's own text format; or ``logreg.json``, the standardization and
+weights; never a pickle) and ``manifest.json`` (kind ``"reranker"``: training data checksums,
+parameters, out-of-fold validation metrics, library versions, and the content id of the index it
+was trained on).
 
 The final score mixes the model with the fused ranking it rescores::
 
     score(d) = z(model(d)) + prior_weight * z(1 / (60 + fused_rank(d)))
 
-where ``z`` standardizes over the query's candidates. ``prior_weight`` is chosen on validation
-queries at training time; it keeps the reranker close to its input where the model is unsure,
-which is what makes it safe on corpora it never saw.
+where ``z`` standardizes over the query's candidates. ``prior_weight`` is chosen on held-out
+training queries; queries longer than the model's support (``max_query_terms``) keep the fused
+order. Both keep the reranker close to its input where it has no evidence, which is what makes it
+safe on corpora it never saw.
 
 Example:
     >>> reranker = load_reranker("models/reranker")  # doctest: +SKIP
