@@ -289,6 +289,14 @@ def target_lines(results: list[dict[str, Any]]) -> list[str]:
             f"- Link, msnbc documents end to end: best {best['throughput']:.2f} documents/s (concurrency "
             f"{best['concurrency']}; target >= 10): {verdict(best['throughput'] >= 10)}."
         )
+    for mode in ("bm25", "hybrid"):
+        two, one = find("search", mode, 16), find("search", f"{mode}, 1 worker", 16)
+        if two and one:
+            a, b = two[0], one[0]
+            lines.append(
+                f"- {mode} at c=16, 2 workers against 1: {a['throughput']:.0f} against {b['throughput']:.0f} "
+                f"queries/s (loads {a['load_before']:.1f} and {b['load_before']:.1f} at the start of each row)."
+            )
     return lines
 
 
@@ -370,8 +378,12 @@ def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse
             else ", prior-only scorer (no `--model`)."
         ),
         "",
-        "| rpc | mode | concurrency | throughput (/s) | p50 ms | p95 ms | p99 ms | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "The last column is the machine's 1-minute load average before and after each row (this run's",
+        "server and client account for about 2 to 3 of it; the rest is other jobs): rows run at different",
+        "loads are not directly comparable.",
+        "",
+        "| rpc | mode | concurrency | throughput (/s) | p50 ms | p95 ms | p99 ms | errors | load |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in results:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "0"
@@ -379,7 +391,8 @@ def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse
         load = f"open loop {r['offered_rate']:.0f}/s" if r.get("offered_rate") else str(r["concurrency"])
         lines.append(
             f"| {r['rpc']} | {r['mode'] if r['rpc'] == 'search' else '-'} | {load} | "
-            f"{r['throughput']:.1f} {unit} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {errors} |"
+            f"{r['throughput']:.1f} {unit} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {errors} | "
+            f"{r['load_before']:.1f} -> {r['load_after']:.1f} |"
         )
     lines += [
         "",
