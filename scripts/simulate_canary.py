@@ -107,7 +107,7 @@ async def serve_and_simulate(args: argparse.Namespace, workdir: Path) -> tuple[P
             }
         )
     )
-    db = workdir / "feedback.db"
+    db = args.feedback_db or workdir / "feedback.db"
     config = ServerConfig(
         host="127.0.0.1",
         port=0,
@@ -151,6 +151,7 @@ def main() -> int:
     parser.add_argument("--share", type=float, default=0.1, help="the canary's share of users")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--feedback-db", type=Path, help="keep the feedback log here (default: a temporary file)")
     parser.add_argument("--write-doc", action="store_true")
     args = parser.parse_args()
     import logging
