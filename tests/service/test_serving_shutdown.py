@@ -54,7 +54,7 @@ def server_process(
     index: Path, markers: Path, workers: int, log: Path, port: int | None = None
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     port = free_port() if port is None else port
-    env = {**os.environ, "SLEUTH_TEST_MARKERS": str(markers), "SLEUTH_TEST_DELAY": "5", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "SLEUTH_TEST_MARKERS": str(markers), "SLEUTH_TEST_DELAY": "8", "PYTHONPATH": str(REPO)}
     with open(log, "wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.service.serving_app", str(index), str(port), str(workers)],
@@ -84,7 +84,7 @@ def in_flight_then_sigterm(address: str, process: subprocess.Popen, markers: Pat
 
         # New calls are refused once shutdown has begun (while the in-flight one is still running).
         refused = False
-        end = time.monotonic() + 4
+        end = time.monotonic() + 7
         while time.monotonic() < end and not in_flight.done():
             with grpc.insecure_channel(address) as fresh:
                 try:
