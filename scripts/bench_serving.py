@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import signal
@@ -73,6 +74,19 @@ def memory_kib(pid: int, key: str) -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (from /proc/<pid>/stat)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / ticks
 
 
 @dataclass
@@ -177,7 +191,13 @@ class Server:
 
 
 def bench(
-    target: str, rpc: str, mode: str, concurrency: int, args: argparse.Namespace, rate: float | None = None
+    target: str,
+    rpc: str,
+    mode: str,
+    concurrency: int,
+    args: argparse.Namespace,
+    rate: float | None = None,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     command = [
         str(SLEUTH),
@@ -203,13 +223,17 @@ def bench(
     else:
         command += ["--docs", str(args.docs), "--timeout", "120"]
     before = loadavg()
+    cpu_before, wall_before = (cpu_seconds(server_pid) if server_pid else 0.0), time.perf_counter()
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.duration * 4 + 300)
     if out.returncode != 0:
         raise RuntimeError(f"sleuth bench failed: {out.stderr.strip()}")
     result = json.loads(out.stdout)
     result["load_before"], result["load_after"] = before, loadavg()
+    if server_pid:
+        # Includes the bench process's start-up and warm-up seconds: an average over the whole row.
+        result["server_cpu"] = (cpu_seconds(server_pid) - cpu_before) / (time.perf_counter() - wall_before)
     logger.info(
-        "%-6s %-6s c=%-3d%s %8.1f/s  p50 %7.1f  p95 %7.1f  p99 %7.1f ms  errors %s  load %.1f->%.1f",
+        "%-6s %-6s c=%-3d%s %8.1f/s  p50 %7.1f  p95 %7.1f  p99 %7.1f ms  errors %s  load %.1f->%.1f  cpu %.2f/%.2f",
         rpc,
         mode,
         concurrency,
@@ -221,6 +245,8 @@ def bench(
         result["errors"] or "-",
         before,
         result["load_after"],
+        result.get("server_cpu", math.nan),
+        result.get("client_cpu", math.nan),
     )
     return result
 
@@ -382,8 +408,12 @@ def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse
         "server and client account for about 2 to 3 of it; the rest is other jobs): rows run at different",
         "loads are not directly comparable.",
         "",
-        "| rpc | mode | concurrency | throughput (/s) | p50 ms | p95 ms | p99 ms | errors | load |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|",
+        "CPU columns: cores used by the server (all processes, averaged over the row including the load",
+        "generator's start-up and warm-up) and by the load generator itself; 2.0 would be the whole machine.",
+        "",
+        "| rpc | mode | concurrency | throughput (/s) | p50 ms | p95 ms | p99 ms | errors | load | server CPU "
+        "| client CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for r in results:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "0"
@@ -392,7 +422,8 @@ def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse
         lines.append(
             f"| {r['rpc']} | {r['mode'] if r['rpc'] == 'search' else '-'} | {load} | "
             f"{r['throughput']:.1f} {unit} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {errors} | "
-            f"{r['load_before']:.1f} -> {r['load_after']:.1f} |"
+            f"{r['load_before']:.1f} -> {r['load_after']:.1f} | {r.get('server_cpu', float('nan')):.2f} | "
+            f"{r.get('client_cpu', float('nan')):.2f} |"
         )
     lines += [
         "",
@@ -481,14 +512,24 @@ def main(argv: list[str] | None = None) -> int:
                     logger.info("the server does not serve linking: skipping link")
                     continue
                 for c in (int(x) for x in args.link_concurrency.split(",")):
-                    results.append(bench(server.target, "link", "-", c, args))
+                    results.append(bench(server.target, "link", "-", c, args, server_pid=server.process.pid))
                 continue
             for c in concurrencies:
-                results.append(bench(server.target, "search", mode, c, args))
+                results.append(bench(server.target, "search", mode, c, args, server_pid=server.process.pid))
             at16 = next((r for r in results if r["mode"] == mode and r["concurrency"] == 16), None)
             if mode == "hybrid" and at16 is not None and at16["throughput"] > 2:
                 # The issue's latency target is p99 at half the c=16 throughput: an open-loop run at that rate.
-                results.append(bench(server.target, "search", mode, 16, args, rate=at16["throughput"] / 2))
+                results.append(
+                    bench(
+                        server.target,
+                        "search",
+                        mode,
+                        16,
+                        args,
+                        rate=at16["throughput"] / 2,
+                        server_pid=server.process.pid,
+                    )
+                )
     finally:
         code = server.stop()
     logger.info("server exited with %d; log %s", code, log)
@@ -503,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
                 extra.wait_ready()
                 time.sleep(2.0)
                 for mode, c in rows:
-                    row = bench(extra.target, "search", mode, c, variant)
+                    row = bench(extra.target, "search", mode, c, variant, server_pid=extra.process.pid)
                     row["mode"] = f"{mode}, {label}"
                     results.append(row)
             finally:

@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -96,6 +97,7 @@ class BenchReport:
     max_ms: float
     errors: dict[str, int] = field(default_factory=dict)
     offered_rate: float | None = None  # open loop only
+    client_cpu: float = math.nan  # cores this load generator used (CPU seconds per second), to judge its share
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,6 +178,11 @@ def _channel(config: BenchConfig) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(config.target, credentials, options=options)
 
 
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 async def _run(config: BenchConfig) -> BenchReport:
     payloads = encoded_requests(config)
     metadata = (("authorization", f"Bearer {config.token}"),) if config.token else None
@@ -186,6 +193,7 @@ async def _run(config: BenchConfig) -> BenchReport:
     try:
         await asyncio.gather(*(asyncio.wait_for(ch.channel_ready(), config.timeout) for ch in channels))
         start = time.perf_counter()
+        cpu_start = _cpu_seconds()
         measure_from = start + config.warmup
         end = measure_from + config.duration
 
@@ -243,6 +251,7 @@ async def _run(config: BenchConfig) -> BenchReport:
             await open_loop(config.rate)
         else:
             await asyncio.gather(*(user(ch) for ch in channels))
+        client_cpu = (_cpu_seconds() - cpu_start) / max(1e-9, time.perf_counter() - start)
     finally:
         await asyncio.gather(*(ch.close() for ch in channels), return_exceptions=True)
     latencies.sort()
@@ -262,6 +271,7 @@ async def _run(config: BenchConfig) -> BenchReport:
         max_ms=ms[-1] if ms else math.nan,
         errors=dict(errors),
         offered_rate=config.rate,
+        client_cpu=client_cpu,
     )
 
 
