@@ -122,6 +122,7 @@ class EvaluationResult:
     gold_linkable: int = 0
     mentions: int = 0
     errors: list[MentionError] = field(default_factory=list)
+    per_document: dict[str, PRFCounts] = field(default_factory=dict)
 
     def candidate_recall(self) -> dict[int, float]:
         return {
@@ -232,16 +233,26 @@ def evaluate_linker(
     options = options or LinkOptions(top_candidates=30)
     result = EvaluationResult(mode)
     for document in documents:
-        if mode == "ed":
-            given = [Mention(g.start, g.end, document.text[g.start : g.end]) for g in document.mentions]
-            mentions = linker.label_mentions(document.text, given)
-        else:
-            mentions = linker.detect(document.text)
-        if not mentions:
-            score_document(document, [], mode, result)
-            continue
-        prepared = linker.prepare(document.text, mentions)
-        links = linker.decide(prepared, linker.score(prepared), options)
-        generated = [[c.entity_id for c in cands] for cands in prepared.candidates]
-        score_document(document, links, mode, result, generated=generated)
+        before = PRFCounts(result.counts.tp, result.counts.fp, result.counts.fn)
+        _score_one(linker, document, mode, options, result)
+        result.per_document[document.doc_id] = PRFCounts(
+            result.counts.tp - before.tp, result.counts.fp - before.fp, result.counts.fn - before.fn
+        )
     return result
+
+
+def _score_one(
+    linker: EntityLinker, document: LinkingDocument, mode: str, options: LinkOptions, result: EvaluationResult
+) -> None:
+    if mode == "ed":
+        given = [Mention(g.start, g.end, document.text[g.start : g.end]) for g in document.mentions]
+        mentions = linker.label_mentions(document.text, given)
+    else:
+        mentions = linker.detect(document.text)
+    if not mentions:
+        score_document(document, [], mode, result)
+        return
+    prepared = linker.prepare(document.text, mentions)
+    links = linker.decide(prepared, linker.score(prepared), options)
+    generated = [[c.entity_id for c in cands] for cands in prepared.candidates]
+    score_document(document, links, mode, result, generated=generated)

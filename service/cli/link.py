@@ -78,6 +78,9 @@ def register(groups: Any) -> None:
     ev.add_argument("--mode", choices=("ed", "e2e"), default="ed", help="ed: gold mentions given; e2e: detected")
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.add_argument("--errors", type=Path, help="write each wrong mention (JSON lines) here")
+    ev.add_argument(
+        "--per-doc-out", type=Path, help="write per-document tp/fp/fn (JSON lines) for `sleuth eval compare`"
+    )
     ev.set_defaults(func=run_eval_link)
 
 
@@ -211,6 +214,10 @@ def run_eval_link(args: argparse.Namespace) -> int:
         with open(args.errors, "w", encoding="utf-8") as handle:
             for error in result.errors:
                 handle.write(json.dumps(error.to_dict(), ensure_ascii=False) + "\n")
+    if args.per_doc_out is not None:
+        with open(args.per_doc_out, "w", encoding="utf-8") as handle:
+            for doc_id, counts in result.per_document.items():
+                handle.write(json.dumps({"id": doc_id, "tp": counts.tp, "fp": counts.fp, "fn": counts.fn}) + "\n")
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

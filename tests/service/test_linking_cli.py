@@ -61,3 +61,43 @@ def test_link_command_prints_entities_and_runner_ups(capsys) -> None:
     jordan = next(r for r in rows if r["surface"] == "Michael Jordan")
     assert jordan["entity"] == "Michael B. Jordan"
     assert len(jordan["candidates"]) >= 2
+
+
+def test_eval_link_per_document_counts_feed_eval_compare(tmp_path: Path, capsys) -> None:
+    demo = Path(__file__).resolve().parents[2] / "service" / "demo" / "kb"
+    kb = tmp_path / "kb"
+    build = ["kb", "build", "--entities", str(demo / "entities.jsonl"), "--aliases", str(demo / "aliases.tsv")]
+    assert main([*build, "--out", str(kb)]) == 0
+    bench = tmp_path / "bench.jsonl"
+    docs = [
+        {
+            "id": "a",
+            "text": "Michael Jordan starred in Creed.",
+            "mentions": [
+                {"start": 0, "end": 14, "surface": "Michael Jordan", "entity": "Michael B. Jordan"},
+                {"start": 26, "end": 31, "surface": "Creed", "entity": "Creed (film)"},
+            ],
+        },
+        {
+            "id": "b",
+            "text": "Scottie Pippen played beside Michael Jordan.",
+            "mentions": [
+                {"start": 0, "end": 14, "surface": "Scottie Pippen", "entity": "Scottie Pippen"},
+                {"start": 29, "end": 43, "surface": "Michael Jordan", "entity": "Michael Jordan"},
+            ],
+        },
+    ]
+    bench.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    capsys.readouterr()
+    per_doc = tmp_path / "per_doc.jsonl"
+    argv = ["eval", "link", "--kb", str(kb), "--benchmark", str(bench), "--json", "--per-doc-out", str(per_doc)]
+    assert main(argv) == 0
+    totals = json.loads(capsys.readouterr().out)
+    rows = [json.loads(line) for line in per_doc.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b"]
+    for key in ("tp", "fp", "fn"):
+        assert sum(r[key] for r in rows) == totals[key]
+    assert sum(r["tp"] + r["fn"] for r in rows) == 4  # every gold mention is accounted for
+    assert main(["eval", "compare", str(per_doc), str(per_doc), "--json"]) == 0
+    f1 = json.loads(capsys.readouterr().out)["metrics"][0]
+    assert (f1["metric"], f1["a"], f1["difference"], f1["p_value"]) == ("f1", totals["f1"], 0.0, 1.0)
