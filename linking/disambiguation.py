@@ -30,6 +30,7 @@ import numpy as np
 from indexes import Manifest, checksum_files, code_version, library_versions, staged_directory, utc_now
 from linking.errors import ModelNotTrainedError
 from linking.features import BASE_FEATURE_NAMES, FEATURE_NAMES
+from retrieval.drift import write_reference
 
 logger = logging.getLogger(__name__)
 
@@ -267,10 +268,13 @@ class Disambiguator:
         params: dict[str, Any],
         inputs: dict[str, Any],
         overwrite: bool = False,
+        drift_reference: dict[str, Any] | None = None,
     ) -> Manifest:
-        """Write ``model.json`` and a manifest (kind ``linker``) atomically."""
+        """Write ``model.json`` (and the drift reference, when given) and a manifest (kind ``linker``)."""
         with staged_directory(directory, overwrite=overwrite) as staging:
             (staging / MODEL_FILE).write_text(json.dumps(self.to_dict()) + "\n", encoding="utf-8")
+            if drift_reference:
+                write_reference(staging, drift_reference)
             manifest = Manifest(
                 kind=LINKER_KIND,
                 format_version=LINKER_FORMAT_VERSION,

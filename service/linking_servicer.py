@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -29,11 +29,14 @@ from linking import (
     read_benchmark,
     train_disambiguator,
 )
+from linking.drift import link_features, linking_reference
 from linking.types import Link
 from retrieval.dense import Encoder
+from retrieval.drift import DriftMonitor, Histogram, read_reference
 from retrieval.errors import InvalidRequestError
 from service.errors import abort_with
 from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
+from service.metrics import note_linking
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +51,13 @@ class LoadedLinker:
     linker: EntityLinker
     kb_version: str
     model_version: str
+    drift_reference: dict[str, Histogram] = field(default_factory=dict)
 
 
 def load_linker(encoder: Encoder, kb_dir: Path | None = None, model_dir: Path | None = None) -> LoadedLinker:
     """The served linker: ``kb_dir`` + ``model_dir``, or the demo KB with a model trained on the demo documents."""
     detector = MentionDetector(load_spacy())
+    reference: dict[str, Histogram] = {}
     if kb_dir is not None:
         kb = KnowledgeBase.load(kb_dir)
         kb_version = kb.manifest.version if kb.manifest is not None else "kb@unknown"
@@ -64,6 +69,7 @@ def load_linker(encoder: Encoder, kb_dir: Path | None = None, model_dir: Path | 
         model, manifest = Disambiguator.load(model_dir)
         linker.scorer = model
         model_version = manifest.version
+        reference = read_reference(Path(model_dir))
     elif kb_dir is None:
         model = train_disambiguator(
             prepare_documents(linker, read_benchmark(DEMO_TRAINING), "demo"),
@@ -71,10 +77,11 @@ def load_linker(encoder: Encoder, kb_dir: Path | None = None, model_dir: Path | 
         )
         linker.scorer = model
         model_version = "linker@demo"
+        reference = linking_reference(linker, read_benchmark(DEMO_TRAINING), sample=20)
     else:
         model_version = "prior-baseline"
     logger.info("linking: %s (%d entities), %s", kb_version, len(kb), model_version)
-    return LoadedLinker(linker, kb_version, model_version)
+    return LoadedLinker(linker, kb_version, model_version, reference)
 
 
 def options_from_proto(message: linking_pb2.LinkOptions) -> LinkOptions:
@@ -125,9 +132,10 @@ def link_to_proto(link: Link, kb: KnowledgeBase) -> linking_pb2.LinkedMention:
 class LinkingServicer(linking_pb2_grpc.LinkingServiceServicer):
     """Serves one :class:`LoadedLinker`; the blocking work runs on ``executor`` threads."""
 
-    def __init__(self, loaded: LoadedLinker, executor: Executor) -> None:
+    def __init__(self, loaded: LoadedLinker, executor: Executor, drift: DriftMonitor | None = None) -> None:
         self.loaded = loaded
         self._executor = executor
+        self.drift = drift  # mentions per document and NIL rate vs the model's reference (issue 5)
 
     async def Link(
         self, request: linking_pb2.LinkRequest, context: grpc.aio.ServicerContext
@@ -140,6 +148,9 @@ class LinkingServicer(linking_pb2_grpc.LinkingServiceServicer):
             links = await asyncio.get_running_loop().run_in_executor(
                 self._executor, linker.link, request.text, mentions, options
             )
+            note_linking(self.loaded.model_version, len(links), sum(link.is_nil for link in links))
+            if self.drift is not None and mentions is None:  # detected mentions only: given spans say nothing
+                self.drift.observe(link_features(links))
             return linking_pb2.LinkResponse(
                 mentions=[link_to_proto(link, linker.kb) for link in links],
                 kb_version=self.loaded.kb_version,

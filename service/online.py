@@ -114,6 +114,7 @@ class OnlineLoop:
         self._experiment_seen: object = None
         self._lock = threading.Lock()
         self._monitor: DriftMonitor | None = None
+        self._other_monitors: list[DriftMonitor] = []  # e.g. linking's mentions per document and NIL rate
         self._monitor_version: str | None = None
         self._arm_counts: dict[tuple[str, str], int] = {}
         self._last_alarm_log = 0.0
@@ -180,13 +181,18 @@ class OnlineLoop:
         assert monitor is not None
         monitor.observe(result.drift_features)
 
+    def add_monitor(self, monitor: DriftMonitor) -> None:
+        """Export another monitor's features (names must not clash with the search features)."""
+        self._other_monitors.append(monitor)
+
     def drift(self) -> tuple[dict[str, float], dict[str, bool]]:
         """PSI per feature, and which features are in alarm."""
-        monitor = self._monitor
-        if monitor is None:
-            return {}, {}
-        psi = monitor.psi()
-        seen = monitor.observations()
+        monitors = [m for m in (self._monitor, *self._other_monitors) if m is not None]
+        psi: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        for monitor in monitors:
+            psi.update(monitor.psi())
+            seen.update(monitor.observations())
         alarms = {
             name: value > self.drift_threshold and seen.get(name, 0) >= MIN_OBSERVATIONS_FOR_ALARM
             for name, value in psi.items()

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from retrieval.dense import SentenceTransformerEncoder
+from retrieval.drift import DriftMonitor
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Reranker, Searcher
 from service import operations
@@ -104,7 +105,12 @@ async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.
         from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
         from service.linking_servicer import LinkingServicer
 
-        linking_pb2_grpc.add_LinkingServiceServicer_to_server(LinkingServicer(services.linker, executor), server)
+        link_drift = DriftMonitor(services.linker.drift_reference) if services.linker.drift_reference else None
+        if link_drift is not None:
+            online.add_monitor(link_drift)
+        linking_pb2_grpc.add_LinkingServiceServicer_to_server(
+            LinkingServicer(services.linker, executor, link_drift), server
+        )
         service_names.append(linking_pb2.DESCRIPTOR.services_by_name["LinkingService"].full_name)
 
     service_names += operations.install(ops, server, config)

@@ -28,6 +28,7 @@ from linking import (
     shorten_person_mentions,
     train_disambiguator,
 )
+from linking.drift import linking_reference
 from linking.evaluation import evaluate_linker
 from retrieval.errors import InvalidRequestError
 from service.cli import registry as registry_cli
@@ -175,6 +176,8 @@ def run_train_linker(args: argparse.Namespace) -> int:
     model = train_disambiguator(documents, config, first_pass_scores=cv.first_pass_scores, folds=args.folds)
     model = model.with_threshold(cv.threshold, cv.margin)
     model.metrics = cv.to_dict()
+    linker.scorer = model
+    reference = linking_reference(linker, [doc for path in args.benchmark for doc in read_benchmark(path)])
     kb_id = linker.kb.manifest.content_id if linker.kb.manifest is not None else linker.kb.content_id
     manifest, out = registry_cli.publish_build(
         args,
@@ -191,6 +194,7 @@ def run_train_linker(args: argparse.Namespace) -> int:
             },
             inputs={"benchmarks": [{"path": str(p), "sha256": sha256_file(p)} for p in args.benchmark]},
             overwrite=args.overwrite,
+            drift_reference=reference,
         ),
         args.out,
     )

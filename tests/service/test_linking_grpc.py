@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 
 import grpc
@@ -16,6 +17,10 @@ from linking import (
     prepare_documents,
     train_disambiguator,
 )
+from linking.drift import LINKING_FEATURES, linking_reference
+from retrieval.drift import Histogram
+from retrieval.pipeline import Searcher
+from service.config import ServerConfig
 from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
 from service.linking_servicer import LoadedLinker, load_linker
 from service.server import Services
@@ -23,6 +28,7 @@ from tests.conftest import FakeEncoder
 from tests.linking.conftest import ALIASES, ENTITIES, KEYWORDS
 from tests.linking.test_pipeline import TRAIN
 from tests.service.conftest import running_server
+from tests.service.lifecycle_helpers import free_port
 
 
 @pytest.fixture
@@ -102,3 +108,35 @@ def test_demo_linker_tells_the_michael_jordans_apart(real_encoder) -> None:
     assert player[0].mention.surface == "Michael Jordan" and player[0].entity_id == "Michael Jordan"
     professor = loaded.linker.link("Michael Jordan teaches machine learning at Berkeley.")
     assert professor[0].entity_id == "Michael I. Jordan"
+
+
+def test_link_drift_and_nil_counts_reach_metrics(tiny_index, fake_encoder) -> None:
+    """A linker with a training-time reference: texts with no entities at all shift mentions/doc."""
+    kb = KnowledgeBase(ENTITIES, ALIASES)
+    linker = EntityLinker(kb, FakeEncoder(KEYWORDS), detector=MentionDetector(load_spacy()))
+    linker.scorer = train_disambiguator(
+        prepare_documents(linker, TRAIN, "tiny"), DisambiguatorConfig(model_type="logistic")
+    )
+    # Reference: training documents carry 1 to 4 mentions each and are rarely NIL.
+    reference = {
+        "mentions_per_doc": Histogram.from_values([1, 2, 2, 3, 3, 3, 4, 4, 2, 1]),
+        "nil_rate": Histogram.from_values([0.0] * 9 + [0.5]),
+    }
+    loaded = LoadedLinker(linker, "kb@tiny", "linker@tiny", reference)
+    port = free_port()
+    config = ServerConfig(host="127.0.0.1", port=0, threads=2, metrics_port=port)
+    services = Services(searcher=Searcher(tiny_index, fake_encoder), linker=loaded)
+    with running_server(services, config) as address:
+        for _ in range(60):
+            call(address, linking_pb2.LinkRequest(text="the weather was mild and nothing happened at all"))
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'sleuth_drift_alert{feature="mentions_per_doc"} 1.0' in text
+    assert "sleuth_link_mentions_total" in text
+
+
+def test_linking_reference_covers_both_features() -> None:
+    kb = KnowledgeBase(ENTITIES, ALIASES)
+    linker = EntityLinker(kb, FakeEncoder(KEYWORDS), detector=MentionDetector(load_spacy()))
+    reference = linking_reference(linker, TRAIN, sample=10)
+    assert set(reference) == set(LINKING_FEATURES)
+    assert all(abs(sum(h.proportions) - 1.0) < 1e-9 for h in reference.values())
