@@ -1,6 +1,7 @@
 """Canary simulation: synthetic users replay SciFact queries through a real server.
 
-A 10% canary serves the learned reranker, the other 90% fusion only (an experiment file). Each
+A 10% canary serves the learned reranker, the other 90% fusion only (an experiment file; other
+arms with ``--control``/``--candidate``). Each
 user issues a few queries (``session_id`` = the user), sees the top 10, and clicks according to a
 position-based click model driven by the qrels: a result at rank r is examined with probability
 ``1 / r ** 0.8``; an examined relevant document is clicked with probability 0.9 (dwell 40-180 s), a
@@ -121,7 +122,7 @@ async def serve_and_simulate(args: argparse.Namespace, workdir: Path) -> tuple[P
     services = await asyncio.to_thread(load_services, config)
     server, port = await create_server(config, services)
     await server.start()
-    qrels = load_qrels(DATA / "qrels" / "test.tsv")
+    qrels = load_qrels(DATA / "qrels" / f"{args.split}.tsv")
     queries = [q for q in load_queries(DATA / "queries.jsonl") if q.qid in qrels]
     started = time.perf_counter()
     done = 0
@@ -151,6 +152,9 @@ def main() -> int:
     parser.add_argument("--share", type=float, default=0.1, help="the canary's share of users")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--control", default='{"rerank": false}', help="control arm settings (JSON)")
+    parser.add_argument("--candidate", default='{"rerank": true}', help="candidate arm settings (JSON)")
+    parser.add_argument("--split", default="test", choices=["train", "test"], help="which judged queries users ask")
     parser.add_argument("--feedback-db", type=Path, help="keep the feedback log here (default: a temporary file)")
     parser.add_argument("--write-doc", action="store_true")
     args = parser.parse_args()
@@ -170,7 +174,8 @@ def main() -> int:
         differences = arm_differences(events)
     lines = [
         f"{searches} searches by {args.users} synthetic users ({args.queries_per_user} each) in {elapsed:.0f} s; "
-        f"canary share {args.share:.0%}; seed {args.seed}.",
+        f"canary share {args.share:.0%}; seed {args.seed}; {args.split} queries; control {args.control}, "
+        f"candidate {args.candidate}.",
         "",
         "| arm | searches | users | CTR | zero-click rate | click MRR | successful sessions |",
         "|---|---|---|---|---|---|---|",
