@@ -37,6 +37,7 @@ from retrieval.errors import InvalidRequestError
 from service.errors import abort_with
 from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
 from service.metrics import note_linking
+from service.serving_state import ServingState
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,25 @@ def load_linker(encoder: Encoder, kb_dir: Path | None = None, model_dir: Path | 
         model_version = "prior-baseline"
     logger.info("linking: %s (%d entities), %s", kb_version, len(kb), model_version)
     return LoadedLinker(linker, kb_version, model_version, reference)
+
+
+def swap_kb(path: Path, current: LoadedLinker) -> LoadedLinker:
+    """The current linker on the KB at ``path``: same model, detector and encoder (a KB grows without
+    retraining the disambiguator). The KB's entity embeddings are built (or read from cache) here."""
+    kb = KnowledgeBase.load(path)
+    old = current.linker
+    linker = EntityLinker(kb, old.encoder, old.scorer, detector=old.detector, config=old.config)
+    linker.link("warm up")  # builds the entity index before the swap, not on the first request
+    version = kb.manifest.version if kb.manifest is not None else "kb@unknown"
+    return LoadedLinker(linker, version, current.model_version, current.drift_reference)
+
+
+def swap_model(path: Path, current: LoadedLinker) -> LoadedLinker:
+    """The current linker with the disambiguator model at ``path``."""
+    model, manifest = Disambiguator.load(path)
+    old = current.linker
+    linker = EntityLinker(old.kb, old.encoder, model, detector=old.detector, config=old.config)
+    return LoadedLinker(linker, current.kb_version, manifest.version, read_reference(path) or current.drift_reference)
 
 
 def options_from_proto(message: linking_pb2.LinkOptions) -> LinkOptions:
@@ -132,8 +152,12 @@ def link_to_proto(link: Link, kb: KnowledgeBase) -> linking_pb2.LinkedMention:
 class LinkingServicer(linking_pb2_grpc.LinkingServiceServicer):
     """Serves one :class:`LoadedLinker`; the blocking work runs on ``executor`` threads."""
 
-    def __init__(self, loaded: LoadedLinker, executor: Executor, drift: DriftMonitor | None = None) -> None:
-        self.loaded = loaded
+    def __init__(
+        self, loaded: LoadedLinker | ServingState[LoadedLinker], executor: Executor, drift: DriftMonitor | None = None
+    ) -> None:
+        if not isinstance(loaded, ServingState):
+            loaded = ServingState("linker", loaded, loaded.model_version)
+        self.serving = loaded  # Activate/Rollback of a KB or linker version swaps it (issue 4)
         self._executor = executor
         self.drift = drift  # mentions per document and NIL rate vs the model's reference (issue 5)
 
@@ -141,22 +165,26 @@ class LinkingServicer(linking_pb2_grpc.LinkingServiceServicer):
         self, request: linking_pb2.LinkRequest, context: grpc.aio.ServicerContext
     ) -> linking_pb2.LinkResponse:
         started = time.perf_counter()
-        linker = self.loaded.linker
+        lease = self.serving.acquire()  # this request keeps this KB and model even if a swap happens
+        loaded = lease.value
+        linker = loaded.linker
         try:
             options = options_from_proto(request.options)
             mentions = mentions_from_proto(request)
             links = await asyncio.get_running_loop().run_in_executor(
                 self._executor, linker.link, request.text, mentions, options
             )
-            note_linking(self.loaded.model_version, len(links), sum(link.is_nil for link in links))
+            note_linking(loaded.model_version, len(links), sum(link.is_nil for link in links))
             if self.drift is not None and mentions is None:  # detected mentions only: given spans say nothing
                 self.drift.observe(link_features(links))
             return linking_pb2.LinkResponse(
                 mentions=[link_to_proto(link, linker.kb) for link in links],
-                kb_version=self.loaded.kb_version,
-                model_version=self.loaded.model_version,
+                kb_version=loaded.kb_version,
+                model_version=loaded.model_version,
                 server_time_ms=(time.perf_counter() - started) * 1000,
             )
         except Exception as exc:
             await abort_with(context, exc)
             raise  # unreachable: abort raises
+        finally:
+            lease.release()

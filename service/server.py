@@ -35,6 +35,7 @@ from service.online import OnlineCollector, OnlineLoop
 from service.search_servicer import SearchServicer
 from service.security import add_port, server_interceptors
 from service.serving import SearchRunner, grpc_server_options
+from service.serving_state import ServingState
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +104,16 @@ async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.
         service_names.append(FEEDBACK_SERVICE)
     if services.linker is not None:
         from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
-        from service.linking_servicer import LinkingServicer
+        from service.linking_servicer import LinkingServicer, swap_kb, swap_model
 
         link_drift = DriftMonitor(services.linker.drift_reference) if services.linker.drift_reference else None
         if link_drift is not None:
             online.add_monitor(link_drift)
+        linker_state = ServingState("linker", services.linker, services.linker.model_version)
+        ops.lifecycle.register("linker", linker_state, swap_model, lambda loaded: loaded.model_version)
+        ops.lifecycle.register("kb", linker_state, swap_kb, lambda loaded: loaded.kb_version)
         linking_pb2_grpc.add_LinkingServiceServicer_to_server(
-            LinkingServicer(services.linker, executor, link_drift), server
+            LinkingServicer(linker_state, executor, link_drift), server
         )
         service_names.append(linking_pb2.DESCRIPTOR.services_by_name["LinkingService"].full_name)
 

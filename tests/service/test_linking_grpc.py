@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from indexes.registry import Registry
 from linking import (
+    Disambiguator,
     DisambiguatorConfig,
     EntityLinker,
     KnowledgeBase,
@@ -21,7 +23,7 @@ from linking.drift import LINKING_FEATURES, linking_reference
 from retrieval.drift import Histogram
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
-from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
+from service.generated.sleuth.v1 import admin_pb2, admin_pb2_grpc, linking_pb2, linking_pb2_grpc
 from service.linking_servicer import LoadedLinker, load_linker
 from service.server import Services
 from tests.conftest import FakeEncoder
@@ -140,3 +142,34 @@ def test_linking_reference_covers_both_features() -> None:
     reference = linking_reference(linker, TRAIN, sample=10)
     assert set(reference) == set(LINKING_FEATURES)
     assert all(abs(sum(h.proportions) - 1.0) < 1e-9 for h in reference.values())
+
+
+def test_activate_swaps_the_linker_model_and_rollback_restores_it(tiny_index, fake_encoder, tmp_path) -> None:
+    """Linker versions in the registry: Activate and Rollback reach the Link RPC (issue 4 hot swap)."""
+    kb = KnowledgeBase(ENTITIES, ALIASES)
+    linker = EntityLinker(kb, FakeEncoder(KEYWORDS), detector=MentionDetector(load_spacy()))
+    prepared = prepare_documents(linker, TRAIN, "tiny")
+    registry = Registry.open(tmp_path / "registry")
+    versions = []
+    for model_type in ("logistic", "lightgbm"):
+        model = train_disambiguator(prepared, DisambiguatorConfig(model_type=model_type))
+        publication = registry.publish(
+            "linker", lambda out, m=model, t=model_type: m.save(out, parents={}, params={"t": t}, inputs={})
+        )
+        versions.append(publication.info.version)
+    registry.activate(versions[0])  # what is served at start is the registry's active version
+    first_model, _ = Disambiguator.load(registry.get(versions[0]).path)
+    linker.scorer = first_model
+    loaded = LoadedLinker(linker, "kb@tiny", versions[0])
+    config = ServerConfig(host="127.0.0.1", port=0, threads=2, registry=tmp_path / "registry", registry_poll_seconds=0)
+    services = Services(searcher=Searcher(tiny_index, fake_encoder), linker=loaded)
+    text = linking_pb2.LinkRequest(text=TRAIN[0].text)
+    with running_server(services, config) as address:
+        assert call(address, text).model_version == versions[0]
+        with grpc.insecure_channel(address) as channel:
+            admin = admin_pb2_grpc.AdminServiceStub(channel)
+            assert admin.Activate(admin_pb2.ActivateRequest(version=versions[1]), timeout=60).version == versions[1]
+            swapped = call(address, text)
+            assert (swapped.model_version, swapped.kb_version) == (versions[1], "kb@tiny")
+            admin.Rollback(admin_pb2.RollbackRequest(kind="linker"), timeout=60)
+        assert call(address, text).model_version == versions[0]
