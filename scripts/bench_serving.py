@@ -316,6 +316,15 @@ def target_lines(results: list[dict[str, Any]]) -> list[str]:
             f"{best['concurrency']}; target >= 10): {verdict(best['throughput'] >= 10)}."
         )
     for mode in ("bm25", "hybrid"):
+        rows = [r for r in find("search", mode, 16) if r.get("server_cpu")]
+        if rows and rows[0]["throughput"] > 0:
+            r = rows[0]
+            per_query = r["server_cpu"] / r["throughput"]
+            lines.append(
+                f"- {mode} at c=16 cost the server {per_query * 1000:.1f} ms of CPU per query ({r['server_cpu']:.2f} "
+                f"cores for {r['throughput']:.0f} queries/s): two cores given wholly to the server would serve at "
+                f"most about {2 / per_query:.0f} queries/s at that cost (a projection, not a measurement)."
+            )
         two, one = find("search", mode, 16), find("search", f"{mode}, 1 worker", 16)
         if two and one:
             a, b = two[0], one[0]
@@ -404,7 +413,7 @@ def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse
             else ", prior-only scorer (no `--model`)."
         ),
         "",
-        "The last column is the machine's 1-minute load average before and after each row (this run's",
+        "The load column is the machine's 1-minute load average before and after each row (this run's",
         "server and client account for about 2 to 3 of it; the rest is other jobs): rows run at different",
         "loads are not directly comparable.",
         "",
