@@ -101,10 +101,10 @@ async def serve_and_simulate(args: argparse.Namespace, workdir: Path) -> tuple[P
     experiment.write_text(
         json.dumps(
             {
-                "name": "rerank-canary",
+                "name": "canary",
                 "candidate_share": args.share,
-                "control": {"rerank": False},
-                "candidate": {"rerank": True},
+                "control": json.loads(args.control),
+                "candidate": json.loads(args.candidate),
             }
         )
     )
