@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,19 +26,7 @@ from retrieval.corpus import load_queries  # noqa: E402
 from retrieval.dense import EmbeddingCache, SentenceTransformerEncoder  # noqa: E402
 from retrieval.index import SearchIndex  # noqa: E402
 from retrieval.pipeline import Searcher, SearchRequest  # noqa: E402
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, no GPU, Python {platform.python_version()}"
+from scripts.bench_serving import machine  # noqa: E402
 
 
 def rate(searcher: Searcher, texts: list[str], mode: str, seconds: float, batch: int) -> tuple[float, float]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
+from tests.service.lifecycle_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 180.0  # importing torch and friends on a loaded 2-core machine is slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_until_serving(address: str, process: subprocess.Popen) -> None:
