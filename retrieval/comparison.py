@@ -66,6 +66,14 @@ class MetricComparison:
         }
 
 
+def shared_units(metric: str, a: Mapping[str, object], b: Mapping[str, object]) -> list[str]:
+    """The units both systems were scored on, sorted; none in common is an error."""
+    units = sorted(set(a) & set(b))
+    if not units:
+        raise ValueError(f"{metric}: the two systems share no unit")
+    return units
+
+
 def paired_bootstrap_ci(
     differences: Sequence[float], *, resamples: int = 10_000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
@@ -112,9 +120,7 @@ def compare_values(
     seed: int = 0,
 ) -> MetricComparison:
     """Compare per-unit values of one metric (units present in both)."""
-    units = sorted(set(a) & set(b))
-    if not units:
-        raise ValueError(f"{metric}: the two systems share no unit")
+    units = shared_units(metric, a, b)
     va = np.array([a[u] for u in units])
     vb = np.array([b[u] for u in units])
     d = vb - va
@@ -183,9 +189,7 @@ def compare_counts(
     seed: int = 0,
 ) -> MetricComparison:
     """Compare a ratio statistic (default micro-F1) computed from per-unit (tp, fp, fn) counts."""
-    units = sorted(set(a) & set(b))
-    if not units:
-        raise ValueError(f"{metric}: the two systems share no unit")
+    units = shared_units(metric, a, b)
     ca = np.array([a[u] for u in units], dtype=np.float64)
     cb = np.array([b[u] for u in units], dtype=np.float64)
     fa, fb = float(statistic(ca)), float(statistic(cb))

@@ -43,6 +43,18 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
             yield lineno, row
 
 
+def numbered_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of a text file with their 1-based numbers; an unreadable file is a
+    :class:`DataFormatError` naming ``what`` it should have been."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{path}: cannot read {what}: {exc}") from exc
+    for lineno, line in enumerate(lines, start=1):
+        if line.strip():
+            yield lineno, line
+
+
 def _required_str(row: dict, key: str, path: Path, lineno: int, *, allow_empty: bool = False) -> str:
     value = row.get(key)
     if value is None and allow_empty:
@@ -94,13 +106,7 @@ def load_qrels(path: str | Path) -> Qrels:
     or TREC's four columns ``qid iter docid rel``."""
     path = Path(path)
     qrels: Qrels = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: cannot read qrels: {exc}") from exc
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for lineno, line in numbered_lines(path, "qrels"):
         parts = line.split("\t") if "\t" in line else line.split()
         if len(parts) == 4:
             parts = [parts[0], parts[2], parts[3]]

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retrieval.corpus import Qrels
+from retrieval.corpus import Qrels, numbered_lines
 from retrieval.errors import DataFormatError
 
 Run = dict[str, dict[str, float]]
@@ -122,13 +122,7 @@ def read_trec_run(path: str | Path) -> Run:
     """Read a TREC run file (six whitespace-separated columns)."""
     run: Run = {}
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: cannot read run file: {exc}") from exc
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for lineno, line in numbered_lines(path, "run file"):
         parts = line.split()
         if len(parts) != 6:
             raise DataFormatError(f"{path}:{lineno}: expected 6 columns (qid Q0 docid rank score tag)")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from retrieval.corpus import numbered_lines
 from retrieval.errors import DataFormatError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (DataFormatError,)
@@ -36,13 +37,7 @@ def register(groups: Any) -> None:
 
 def read_counts(path: Path) -> dict[str, tuple[int, int, int]]:
     counts: dict[str, tuple[int, int, int]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: cannot read: {exc}") from exc
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for lineno, line in numbered_lines(path, "per-document counts"):
         try:
             row = json.loads(line)
             counts[str(row["id"])] = (int(row["tp"]), int(row["fp"]), int(row["fn"]))
