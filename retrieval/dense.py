@@ -76,6 +76,8 @@ class SentenceTransformerEncoder:
             self._model.max_seq_length = max_seq_length
         self.dimension = int(self._model.get_embedding_dimension())
         self.checksum = sha256_tree(location)[:16] if Path(location).is_dir() else sha256_bytes(location.encode())[:16]
+        self.runtime = "torch"
+        self.cache_key = self.checksum  # other runtimes of the same weights cache under their own keys
         self._lock = threading.Lock()
 
     def encode(self, texts: list[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
@@ -237,12 +239,14 @@ def embed_documents(
     show_progress: bool = False,
 ) -> np.ndarray:
     """Embed ``texts`` (in batches), reading and filling the cache when one is given."""
+    # Keyed by the runtime too (``cache_key``): an int8 runtime's vectors are not the torch ones.
+    key = getattr(encoder, "cache_key", encoder.checksum)
     if cache is not None:
-        cached = cache.get(encoder.checksum, corpus_checksum, len(texts))
+        cached = cache.get(key, corpus_checksum, len(texts))
         if cached is not None:
             logger.info("embeddings read from cache (%d x %d)", *cached.shape)
             return cached
     matrix = encoder.encode(texts, batch_size=batch_size, show_progress=show_progress)
     if cache is not None:
-        cache.put(encoder.checksum, corpus_checksum, matrix)
+        cache.put(key, corpus_checksum, matrix)
     return matrix

@@ -32,7 +32,8 @@ class ServerConfig:
     max_inflight: int = 256  # per worker; past it, RESOURCE_EXHAUSTED at once
     batch_max_size: int = 32  # query encodings per micro-batch
     batch_max_wait_ms: float = 2.0  # longest wait for a micro-batch to fill
-    encoder_bf16: bool = False  # encode queries under bfloat16 autocast (service/batching.py)
+    encoder_runtime: str = "onnx"  # torch | onnx | onnx-int8 (retrieval/onnx_encoder.py)
+    encoder_bf16: bool = False  # encode queries under bfloat16 autocast (torch runtime; service/batching.py)
     torch_threads: int | None = None  # None: cores / workers
     faiss_threads: int = 1
     tls_cert: Path | None = None

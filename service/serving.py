@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
 import numpy as np
 
+from retrieval.dense import Encoder
 from retrieval.pipeline import Searcher, SearchRequest, SearchResult
 from service.batching import BatchingConfig, EncodeBatcher
 from service.config import ServerConfig
@@ -28,6 +29,18 @@ logger = logging.getLogger(__name__)
 def default_torch_threads(workers: int) -> int:
     """Intra-op threads per worker process: the cores divided among the workers, at least one."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def encoder_factory(config: ServerConfig) -> Callable[[str], Encoder]:
+    """Loads encoders by name on the configured runtime (``--encoder-runtime``), one thread share each."""
+    from retrieval.onnx_encoder import load_encoder
+
+    threads = config.torch_threads or default_torch_threads(config.workers)
+
+    def load(name: str) -> Encoder:
+        return load_encoder(name, config.encoder_runtime, threads=threads)
+
+    return load
 
 
 def configure_threads(torch_threads: int, faiss_threads: int = 1) -> None:

@@ -70,6 +70,12 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, default=100, help="documents each retriever returns before fusion")
     parser.add_argument("--reranker", type=Path, help="reranker model directory (mode rerank)")
     parser.add_argument("--rerank-depth", type=int, default=100)
+    parser.add_argument(
+        "--encoder-runtime",
+        default="torch",
+        choices=["torch", "onnx", "onnx-int8"],
+        help="how queries are encoded (local index): torch (reference), ONNX Runtime float32, or ONNX int8",
+    )
 
 
 def _fusion(args: argparse.Namespace) -> Any:
@@ -80,14 +86,14 @@ def _fusion(args: argparse.Namespace) -> Any:
     )
 
 
-def _local_searcher(index_dir: Path, reranker_dir: Path | None) -> Any:
-    from retrieval.dense import SentenceTransformerEncoder
+def _local_searcher(index_dir: Path, reranker_dir: Path | None, runtime: str = "torch") -> Any:
     from retrieval.index import SearchIndex
+    from retrieval.onnx_encoder import load_encoder
     from retrieval.pipeline import Searcher
     from service.server import load_reranker
 
     index = SearchIndex.load(index_dir)
-    encoder = SentenceTransformerEncoder(index.encoder_info["name"])
+    encoder = load_encoder(index.encoder_info["name"], runtime)
     reranker = load_reranker(reranker_dir) if reranker_dir is not None else None
     return Searcher(index, encoder, reranker)
 
@@ -145,7 +151,7 @@ def run_index_build(args: argparse.Namespace) -> int:
 def run_search(args: argparse.Namespace) -> int:
     if args.target:
         return _remote_search(args)
-    searcher = _local_searcher(args.index, args.reranker)
+    searcher = _local_searcher(args.index, args.reranker, args.encoder_runtime)
     request = _request(args, args.query, args.top_k)
     started = time.perf_counter()
     result = searcher.search(request)
@@ -244,7 +250,7 @@ def run_eval_search(args: argparse.Namespace) -> int:
     if not queries:
         raise SearchError(f"no query of {args.queries} is judged in {args.qrels}")
     index_dir = args.index if args.index is not None else registry_cli.active_path(args, "search-index")
-    searcher = _local_searcher(index_dir, args.reranker)
+    searcher = _local_searcher(index_dir, args.reranker, args.encoder_runtime)
     depth = 100
     run: dict[str, dict[str, float]] = {}
     started = time.perf_counter()

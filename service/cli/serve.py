@@ -12,7 +12,12 @@ from service.cli import registry as registry_cli
 from service.config import DEFAULT_PORT, ServerConfig
 from service.security import SecurityConfigError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (SecurityConfigError, ArtifactError)
+
+class ServeOptionError(Exception):
+    """Options that do not go together."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (SecurityConfigError, ArtifactError, ServeOptionError)
 
 
 def register(groups: Any) -> None:
@@ -55,7 +60,16 @@ def add_serving_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--batch-size", type=_positive_int, default=32, help="query encodings per micro-batch")
     serve.add_argument("--batch-wait-ms", type=float, default=2.0, help="longest wait for a micro-batch to fill")
     serve.add_argument(
-        "--bf16", action="store_true", help="encode queries in bfloat16 (faster on AVX512-BF16 CPUs; see batching.py)"
+        "--encoder-runtime",
+        default="onnx",
+        choices=["torch", "onnx", "onnx-int8"],
+        help="query/context encoder runtime: onnx (default; ONNX Runtime, float32, same vectors as torch), "
+        "onnx-int8 (int8 weights, fastest, slightly different vectors) or torch (see docs/benchmarks.md)",
+    )
+    serve.add_argument(
+        "--bf16",
+        action="store_true",
+        help="torch runtime only: encode queries in bfloat16 (faster on AVX512-BF16 CPUs; see batching.py)",
     )
     serve.add_argument(
         "--torch-threads", type=_positive_int, help="torch threads per worker (default: cores / workers)"
@@ -73,6 +87,7 @@ def serving_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_inflight": args.max_inflight,
         "batch_max_size": args.batch_size,
         "batch_max_wait_ms": args.batch_wait_ms,
+        "encoder_runtime": args.encoder_runtime,
         "encoder_bf16": args.bf16,
         "torch_threads": args.torch_threads,
         "tls_cert": args.tls_cert,
@@ -82,6 +97,8 @@ def serving_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    if args.bf16 and args.encoder_runtime != "torch":
+        raise ServeOptionError("--bf16 applies to the torch runtime: add --encoder-runtime torch")
     return ServerConfig(
         host=args.host,
         port=args.port,

@@ -83,3 +83,25 @@ def test_errors_are_messages_not_tracebacks(tmp_path, capsys) -> None:
 
     assert main(["search", "--target", "127.0.0.1:1", "cats"]) == 2
     assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_eval_search_on_the_onnx_runtime_ranks_as_torch(built_index, capsys) -> None:
+    root, index = built_index
+    (root / "queries.jsonl").write_text('{"_id": "1", "text": "young cat"}\n{"_id": "2", "text": "fly"}\n')
+    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n1\tkitten\t1\n2\tbirds\t1\n")
+    runs = {}
+    for runtime in ("torch", "onnx"):
+        out = root / f"run-{runtime}.trec"
+        argv = ["eval", "search", "--index", str(index), "--queries", str(root / "queries.jsonl")]
+        argv += ["--qrels", str(root / "qrels.tsv"), "--mode", "dense", "--json", "--run-out", str(out)]
+        assert main([*argv, "--encoder-runtime", runtime]) == 0
+        capsys.readouterr()
+        runs[runtime] = read_trec_run(out)
+    for qid, scores in runs["torch"].items():
+        assert list(runs["onnx"][qid]) == list(scores)
+        assert runs["onnx"][qid] == pytest.approx(scores, abs=1e-5)
+
+
+def test_serve_refuses_bf16_off_the_torch_runtime(capsys) -> None:
+    assert main(["serve", "--bf16", "--port", "0"]) == 2
+    assert "--bf16 applies to the torch runtime" in capsys.readouterr().err
