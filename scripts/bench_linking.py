@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from indexes import Manifest  # noqa: E402
 from linking import Disambiguator, EntityLinker, KnowledgeBase, MentionDetector, load_spacy, read_benchmark  # noqa: E402
 from linking.evaluation import evaluate_linker  # noqa: E402
-from retrieval.dense import SentenceTransformerEncoder  # noqa: E402
+from retrieval.onnx_encoder import load_encoder  # noqa: E402
 
 logger = logging.getLogger("bench_linking")
 DATA = ROOT.parent / "shared" / "data" / "linking" / "benchmarks"
@@ -33,9 +33,12 @@ TEST_SETS = ("kore50", "msnbc", "ace2004")
 START, END = "<!-- linking:start -->", "<!-- linking:end -->"
 
 
-def measure(linker: EntityLinker, names: tuple[str, ...]) -> tuple[list[str], dict[str, float]]:
+def measure(
+    linker: EntityLinker, names: tuple[str, ...]
+) -> tuple[list[str], dict[str, float], dict[str, tuple[float, float]]]:
     rows = []
     throughput: dict[str, float] = {}
+    f1s: dict[str, tuple[float, float]] = {}
     for name in names:
         documents = read_benchmark(DATA / f"{name}.jsonl")
         ed = evaluate_linker(linker, documents, "ed")
@@ -50,6 +53,7 @@ def measure(linker: EntityLinker, names: tuple[str, ...]) -> tuple[list[str], di
                 "mentions": e2e.mentions,
                 "seconds": elapsed,
             }
+        f1s[name] = (ed.counts.f1, e2e.counts.f1)
         r = ed.candidate_recall()
         rows.append(
             f"| {name} | {r[1]:.3f} | {r[10]:.3f} | {r[30]:.3f} | "
@@ -57,11 +61,50 @@ def measure(linker: EntityLinker, names: tuple[str, ...]) -> tuple[list[str], di
             f"{e2e.counts.precision:.3f} | {e2e.counts.recall:.3f} | **{e2e.counts.f1:.3f}** |"
         )
         logger.info("%s: ED F1 %.4f, e2e F1 %.4f", name, ed.counts.f1, e2e.counts.f1)
-    return rows, throughput
+    return rows, throughput, f1s
+
+
+def stage_seconds(linker: EntityLinker, name: str = "msnbc") -> dict[str, float]:
+    """Seconds of NER alone and of encoding alone over a benchmark's documents (the rest is the difference)."""
+    from linking.context import mention_contexts
+
+    documents = read_benchmark(DATA / f"{name}.jsonl")
+    assert linker.detector is not None
+    started = time.perf_counter()
+    detected = [linker.detector.detect(d.text) for d in documents]
+    ner = time.perf_counter() - started
+    started = time.perf_counter()
+    for document, mentions in zip(documents, detected, strict=True):
+        contexts = mention_contexts(document.text, mentions, linker.config.max_context_chars)
+        linker.encoder.encode(list(contexts.texts))
+    return {"ner": ner, "encode": time.perf_counter() - started}
+
+
+def runtime_table(
+    measured: dict[str, tuple[dict[str, float], dict[str, tuple[float, float]], dict[str, float]]],
+) -> list[str]:
+    lines = [
+        "| encoder runtime | kore50 ED | msnbc ED | ace2004 ED | kore50 e2e | msnbc e2e | ace2004 e2e "
+        "| msnbc documents/s | mentions/s | of which NER s | encoding s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for runtime, (throughput, f1s, stages) in measured.items():
+        ed = " | ".join(f"{f1s[n][0]:.3f}" if n in f1s else "-" for n in TEST_SETS)
+        e2e = " | ".join(f"{f1s[n][1]:.3f}" if n in f1s else "-" for n in TEST_SETS)
+        lines.append(
+            f"| {runtime} | {ed} | {e2e} | {throughput.get('docs_per_s', float('nan')):.2f} | "
+            f"{throughput.get('mentions_per_s', float('nan')):.1f} | {stages['ner']:.1f} | {stages['encode']:.1f} |"
+        )
+    return lines
 
 
 def render(
-    rows: list[str], throughput: dict[str, float], model: Manifest, kb: Manifest, args: argparse.Namespace
+    rows: list[str],
+    throughput: dict[str, float],
+    model: Manifest,
+    kb: Manifest,
+    args: argparse.Namespace,
+    runtimes: list[str] | None = None,
 ) -> str:
     cv = model.metrics
     settings = model.params.get("model", {})
@@ -94,7 +137,10 @@ def render(
             f"Throughput, msnbc end to end (detection + linking, {throughput['documents']} documents, "
             f"{throughput['mentions']} mentions, one process, torch threads {threads}, "
             f"shared 2-core machine): **{throughput['docs_per_s']:.2f} documents/s, "
-            f"{throughput['mentions_per_s']:.1f} mentions/s** ({throughput['seconds']:.1f} s).",
+            f"{throughput['mentions_per_s']:.1f} mentions/s** ({throughput['seconds']:.1f} s), encoder runtime "
+            f"{args.runtimes[0]}.",
+            "",
+            *(runtimes or []),
             "",
             "Reference points (same candidates, ../shared/data/README.md): rank-1 alias ED F1 0.466 / 0.762 / 0.887; "
             "ChatEL (GPT) 0.753 / 0.915 / 0.922; candidate recall caps 0.785 / 0.941 / 0.942 "
@@ -131,6 +177,12 @@ def main() -> int:
     parser.add_argument("--kb", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--benchmarks", nargs="+", default=list(TEST_SETS))
+    parser.add_argument(
+        "--runtimes",
+        type=lambda text: text.split(","),
+        default=["torch", "onnx", "onnx-int8"],
+        help="encoder runtimes to measure, comma-separated; the first fills the main table",
+    )
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -140,10 +192,24 @@ def main() -> int:
     torch.set_num_threads(1)  # see service/cli/link.py: one thread is faster on the shared machine
     kb = KnowledgeBase.load(args.kb)
     model, model_manifest = Disambiguator.load(args.model)
-    linker = EntityLinker(kb, SentenceTransformerEncoder(), model, detector=MentionDetector(load_spacy()))
-    rows, throughput = measure(linker, tuple(args.benchmarks))
+    detector = MentionDetector(load_spacy())
+    measured = {}
+    main_rows: list[str] = []
+    main_throughput: dict[str, float] = {}
+    for runtime in args.runtimes:
+        linker = EntityLinker(kb, load_encoder(runtime=runtime, threads=1), model, detector=detector)
+        rows, throughput, f1s = measure(linker, tuple(args.benchmarks))
+        measured[runtime] = (throughput, f1s, stage_seconds(linker))
+        if not main_rows:
+            main_rows, main_throughput = rows, throughput
     assert kb.manifest is not None
-    section = render(rows, throughput, model_manifest, kb.manifest, args)
+    table = [
+        "By encoder runtime (`--encoder-runtime`; entity vectors computed by the same runtime, cached per runtime; the "
+        "model is the same). NER and encoding columns: seconds over the 20 msnbc documents for each stage alone:",
+        "",
+        *runtime_table(measured),
+    ]
+    section = render(main_rows, main_throughput, model_manifest, kb.manifest, args, table)
     sys.stdout.write(section + "\n")
     if args.write_docs:
         write_docs(section)

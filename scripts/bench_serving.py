@@ -146,6 +146,7 @@ class Server:
         ]
         if args.torch_threads:
             command += ["--torch-threads", str(args.torch_threads)]
+        command += ["--encoder-runtime", "torch" if args.bf16 else args.encoder_runtime]
         if args.bf16:
             command.append("--bf16")
         if args.reranker:
@@ -297,10 +298,22 @@ def target_lines(results: list[dict[str, Any]]) -> list[str]:
             f"- Hybrid p99 at half that load (open loop, {r['offered_rate']:.0f}/s): {r['p99_ms']:.0f} ms "
             f"(target <= 50 ms at 150/s): {verdict(r['p99_ms'] <= 50 and r['offered_rate'] >= 150)}."
         )
-    bf16 = find("search", "hybrid, bf16", 16)
-    if bf16:
-        x = bf16[0]["throughput"]
-        lines.append(f"- The same with `--bf16` (bfloat16 query encoding): {x:.0f} queries/s: {verdict(x >= 300)}.")
+    int8 = find("search", "hybrid, onnx-int8", 16)
+    if int8:
+        x = int8[0]["throughput"]
+        lines.append(f"- The same on `--encoder-runtime onnx-int8`: {x:.0f} queries/s: {verdict(x >= 300)}.")
+    int8_half = find("search", "hybrid, onnx-int8", open_loop=True)
+    if int8_half:
+        r = int8_half[0]
+        lines.append(
+            f"- onnx-int8 p99 at half its load (open loop, {r['offered_rate']:.0f}/s): {r['p99_ms']:.0f} ms: "
+            f"{verdict(r['p99_ms'] <= 50 and r['offered_rate'] >= 150)}."
+        )
+    torch16 = find("search", "hybrid, torch", 16)
+    if torch16:
+        lines.append(
+            f"- The same on the torch runtime (session 1's default): {torch16[0]['throughput']:.0f} queries/s."
+        )
     bm25 = find("search", "bm25")
     if bm25:
         best = max(bm25, key=lambda r: r["throughput"])
@@ -308,13 +321,15 @@ def target_lines(results: list[dict[str, Any]]) -> list[str]:
             f"- BM25 only: best {best['throughput']:.0f} queries/s (concurrency {best['concurrency']}; "
             f"target >= 1,500): {verdict(best['throughput'] >= 1500)}."
         )
-    link = find("link", "-")
-    if link:
-        best = max(link, key=lambda r: r["throughput"])
-        lines.append(
-            f"- Link, msnbc documents end to end: best {best['throughput']:.2f} documents/s (concurrency "
-            f"{best['concurrency']}; target >= 10): {verdict(best['throughput'] >= 10)}."
-        )
+    for label in (None, "onnx-int8"):
+        link = [r for r in find("link", "-") if r.get("variant") == label]
+        if link:
+            best = max(link, key=lambda r: r["throughput"])
+            on = f" on {label}" if label else ""
+            lines.append(
+                f"- Link{on}, msnbc documents end to end: best {best['throughput']:.2f} documents/s (concurrency "
+                f"{best['concurrency']}; target >= 10): {verdict(best['throughput'] >= 10)}."
+            )
     for mode in ("bm25", "hybrid"):
         rows = [r for r in find("search", mode, 16) if r.get("server_cpu")]
         if rows and rows[0]["throughput"] > 0:
@@ -383,6 +398,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
         parts.append("--linker-model LINKER_DIR")
     if args.bf16:
         parts.append("--bf16")
+    elif args.encoder_runtime != "onnx":
+        parts.append(f"--encoder-runtime {args.encoder_runtime}")
     if args.compare:
         parts.append("--compare")
     return " ".join([*parts, "--write-docs"])
@@ -401,7 +418,7 @@ def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse
         "5,183 documents) "
         f"(micro-batches of at most {args.batch_size} queries, wait at most {args.batch_wait_ms} ms; "
         f"torch threads per worker {args.torch_threads or 'cores / workers'}, FAISS 1"
-        f"{', bfloat16 query encoding' if args.bf16 else ', float32'}){memory['extra']}. "
+        f", encoder runtime {'torch, bfloat16' if args.bf16 else args.encoder_runtime}){memory['extra']}. "
         "Load: `sleuth bench`, closed loop, one connection per virtual user, "
         f"{args.duration:.0f} s measured after {args.warmup:.0f} s warm-up, in a separate process "
         "on the same 2 cores (it competes with the server for CPU). SciFact test queries, top 10. "
@@ -429,7 +446,7 @@ def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse
         unit = "docs" if r["rpc"] == "link" else "queries"
         load = f"open loop {r['offered_rate']:.0f}/s" if r.get("offered_rate") else str(r["concurrency"])
         lines.append(
-            f"| {r['rpc']} | {r['mode'] if r['rpc'] == 'search' else '-'} | {load} | "
+            f"| {r['rpc']} | {r['mode'] if r['rpc'] == 'search' else r.get('variant', '-')} | {load} | "
             f"{r['throughput']:.1f} {unit} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {errors} | "
             f"{r['load_before']:.1f} -> {r['load_after']:.1f} | {r.get('server_cpu', float('nan')):.2f} | "
             f"{r.get('client_cpu', float('nan')):.2f} |"
@@ -482,7 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-threads", type=int)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
-    parser.add_argument("--bf16", action="store_true", help="serve with --bf16 (bfloat16 query encoding)")
+    parser.add_argument(
+        "--encoder-runtime", default="onnx", choices=["torch", "onnx", "onnx-int8"], help="the server's encoder runtime"
+    )
+    parser.add_argument("--bf16", action="store_true", help="serve with --bf16 (torch runtime, bfloat16 encoding)")
     parser.add_argument("--reranker", type=Path, help="reranker model directory (adds hybrid+rerank rows)")
     parser.add_argument("--kb", type=Path, help="KB directory for the link rows (default: the demo KB)")
     parser.add_argument("--linker-model", type=Path, help="linker model directory")
@@ -494,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compare",
         action="store_true",
-        help="also restart the server as 1 worker (bm25, hybrid at c=16) and with --bf16 (hybrid at c=1, 16)",
+        help="also restart the server as 1 worker (bm25, hybrid at c=16), on the torch runtime and on onnx-int8 "
+        "(hybrid at c=1, 16; int8 also its p99 at half load and link)",
     )
     parser.add_argument("--json-out", type=Path, help="also write the raw results here")
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
@@ -544,17 +565,31 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("server exited with %d; log %s", code, log)
     variants_memory = []
     if args.compare:
+        int8 = argparse.Namespace(**{**vars(args), "encoder_runtime": "onnx-int8"})
+        torch_runtime = argparse.Namespace(**{**vars(args), "encoder_runtime": "torch"})
         for label, variant, rows in (
             ("1 worker", argparse.Namespace(**{**vars(args), "workers": 1}), [("bm25", 16), ("hybrid", 16)]),
-            ("bf16", argparse.Namespace(**{**vars(args), "bf16": True}), [("hybrid", 1), ("hybrid", 16)]),
+            ("torch", torch_runtime, [("hybrid", 1), ("hybrid", 16)]),
+            ("onnx-int8", int8, [("hybrid", 1), ("hybrid", 16), ("hybrid", "half"), ("link", 4)]),
         ):
             extra = Server(variant, Path(f"/tmp/bench-serving-{os.getpid()}-{label.replace(' ', '')}.log"))
             try:
                 extra.wait_ready()
                 time.sleep(2.0)
                 for mode, c in rows:
-                    row = bench(extra.target, "search", mode, c, variant, server_pid=extra.process.pid)
-                    row["mode"] = f"{mode}, {label}"
+                    if mode == "link":
+                        if not extra.serves_linking():
+                            continue
+                        row = bench(extra.target, "link", "-", int(c), variant, server_pid=extra.process.pid)
+                        row["variant"] = label
+                    elif c == "half":  # the p99 target: open loop at half this variant's c=16 throughput
+                        at16 = next(r for r in results if r["mode"] == f"{mode}, {label}" and r["concurrency"] == 16)
+                        rate = at16["throughput"] / 2
+                        row = bench(extra.target, "search", mode, 16, variant, rate=rate, server_pid=extra.process.pid)
+                        row["mode"] = f"{mode}, {label}"
+                    else:
+                        row = bench(extra.target, "search", mode, int(c), variant, server_pid=extra.process.pid)
+                        row["mode"] = f"{mode}, {label}"
                     results.append(row)
             finally:
                 extra.stop()

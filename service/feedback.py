@@ -86,9 +86,22 @@ class FeedbackLog:
         self._lock = threading.Lock()
         # timeout: several worker processes may share one log; a writer waits for the others' commits.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._set_up(deadline=time.monotonic() + 30)
+
+    def _set_up(self, deadline: float) -> None:
+        """WAL mode and the schema. Workers starting together race for a new file: switching the journal
+        mode answers "database is locked" at once, without waiting, while another connection holds the
+        file, so the loser retries until ``deadline``."""
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def record(self, events: Sequence[FeedbackEvent]) -> int:
         """Append ``events`` in one durable transaction; returns how many were written."""

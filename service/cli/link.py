@@ -55,6 +55,7 @@ def register(groups: Any) -> None:
     link.add_argument("--model", type=Path, help="linker model directory (default: demo model / prior baseline)")
     link.add_argument("--top", type=int, default=3, help="runner-up candidates to show (default 3)")
     link.add_argument("--json", action="store_true", help="print JSON")
+    _add_runtime(link)
     link.set_defaults(func=run_link)
 
     train = groups.group("train", "train models")
@@ -82,23 +83,33 @@ def register(groups: Any) -> None:
     ev.add_argument(
         "--per-doc-out", type=Path, help="write per-document tp/fp/fn (JSON lines) for `sleuth eval compare`"
     )
+    _add_runtime(ev)
     ev.set_defaults(func=run_eval_link)
 
 
-def _encoder() -> Any:
+def _encoder(runtime: str = "torch") -> Any:
     import torch
 
-    from retrieval.dense import SentenceTransformerEncoder
+    from retrieval.onnx_encoder import load_encoder
 
     # Linking encodes small batches (a document's sentences); on a shared 2-core machine one torch
     # thread was several times faster than two (thread contention), so the linking commands use one.
     torch.set_num_threads(1)
-    return SentenceTransformerEncoder()
+    return load_encoder(runtime=runtime, threads=1)
 
 
-def _linker(kb_dir: Path, model_dir: Path | None) -> EntityLinker:
+def _add_runtime(parser: Any) -> None:
+    parser.add_argument(
+        "--encoder-runtime",
+        default="torch",
+        choices=["torch", "onnx", "onnx-int8"],
+        help="how contexts are encoded: torch (reference), ONNX Runtime float32, or ONNX int8 (fastest)",
+    )
+
+
+def _linker(kb_dir: Path, model_dir: Path | None, runtime: str = "torch") -> EntityLinker:
     kb = KnowledgeBase.load(kb_dir)
-    linker = EntityLinker(kb, _encoder(), detector=MentionDetector(load_spacy()))
+    linker = EntityLinker(kb, _encoder(runtime), detector=MentionDetector(load_spacy()))
     if model_dir is not None:
         model, manifest = Disambiguator.load(model_dir)
         if kb.manifest is not None and manifest.parents.get("kb") not in (None, kb.manifest.content_id):
@@ -130,9 +141,9 @@ def run_link(args: argparse.Namespace) -> int:
     if args.kb is None:
         from service.linking_servicer import load_linker
 
-        linker = load_linker(_encoder(), None, args.model).linker
+        linker = load_linker(_encoder(args.encoder_runtime), None, args.model).linker
     else:
-        linker = _linker(args.kb, args.model)
+        linker = _linker(args.kb, args.model, args.encoder_runtime)
     links = linker.link(args.text, options=LinkOptions(top_candidates=max(args.top, 1)))
     rows = [
         {
@@ -206,7 +217,7 @@ def run_train_linker(args: argparse.Namespace) -> int:
 
 
 def run_eval_link(args: argparse.Namespace) -> int:
-    linker = _linker(args.kb, args.model)
+    linker = _linker(args.kb, args.model, args.encoder_runtime)
     documents = read_benchmark(args.benchmark)
     started = time.perf_counter()
     result = evaluate_linker(linker, documents, args.mode)

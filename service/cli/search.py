@@ -44,6 +44,9 @@ def register(groups: Any) -> None:
     where.add_argument("--target", help="server address, e.g. localhost:50051")
     search.add_argument("query", help="the query text")
     search.add_argument("--session", default="", help="user/session id (experiment arm assignment; --target only)")
+    search.add_argument("--token-file", type=Path, help="--target: send 'authorization: Bearer <token>' from this file")
+    search.add_argument("--tls-ca", type=Path, help="--target: connect with TLS, trusting this PEM CA certificate")
+    search.add_argument("--tls-server-name", help="--target: expected server name in its certificate")
     add_search_options(search)
     search.add_argument("-k", "--top-k", type=int, default=10)
     search.add_argument("--json", action="store_true", help="print one JSON object")
@@ -180,12 +183,20 @@ def run_search(args: argparse.Namespace) -> int:
 def _remote_search(args: argparse.Namespace) -> int:
     from service.client import SleuthClient
     from service.generated.sleuth.v1 import search_pb2
+    from service.security import SecurityConfigError, load_token
 
     fusion = search_pb2.FusionSettings(
         method=args.fusion, rrf_k=args.rrf_k, alpha=args.alpha, normalization=args.normalization, depth=args.depth
     )
     rerank = args.mode == "rerank"
-    with SleuthClient(args.target) as client:
+    try:
+        token = load_token(args.token_file) if args.token_file is not None else None
+        if args.tls_ca is not None:
+            args.tls_ca.read_bytes()
+    except (SecurityConfigError, OSError) as exc:
+        raise SearchError(str(exc)) from None
+    client = SleuthClient(args.target, tls_ca=args.tls_ca, tls_server_name=args.tls_server_name, token=token)
+    with client:
         try:
             response = client.search(
                 args.query,

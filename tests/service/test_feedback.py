@@ -122,3 +122,33 @@ def test_arm_differences_detect_a_real_gap_and_not_a_null_one() -> None:
     ]
     null = {d.metric: d for d in arm_differences(same)}
     assert null["ctr"].difference == 0.0 and not null["ctr"].detected
+
+
+OPENER = textwrap.dedent(
+    """
+    import sys, time
+    from service.feedback import FeedbackEvent, FeedbackLog
+    while time.time() < float(sys.argv[2]):  # start together
+        pass
+    log = FeedbackLog(sys.argv[1])
+    log.record([FeedbackEvent("impression", sys.argv[3], doc_id="d", position=1)])
+    """
+)
+
+
+def test_workers_opening_a_new_log_together_all_start(tmp_path) -> None:
+    # `serve --workers N` opens one log from N processes at once; a new file's WAL switch used to
+    # fail the losers with "database is locked".
+    import time
+
+    for attempt in range(3):
+        path = tmp_path / f"feedback-{attempt}.db"
+        start = f"{time.time() + 1.5:.3f}"
+        command = [sys.executable, "-c", OPENER, str(path), start]
+        procs = [subprocess.Popen([*command, f"w{i}"], cwd=ROOT, stderr=subprocess.PIPE) for i in range(4)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err.decode()
+        log = FeedbackLog(path)
+        assert sorted(e.request_id for e in log.events()) == ["w0", "w1", "w2", "w3"]
+        log.close()

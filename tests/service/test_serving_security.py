@@ -189,3 +189,27 @@ def test_unusable_security_files_stop_the_server_with_a_clear_error(tmp_path: Pa
 
     with pytest.raises(SecurityConfigError, match="go together"):
         asyncio.run_coroutine_threadsafe(bind(), event_loop_thread()).result(30)
+
+
+def test_python_client_and_search_command_speak_tls_with_a_token(services, certificate, token_file, capsys) -> None:
+    from service.cli import main
+    from service.client import SleuthClient
+
+    cert, key = certificate
+    config = ServerConfig(host="127.0.0.1", port=0, threads=2, tls_cert=cert, tls_key=key, auth_token_file=token_file)
+    with running_server(services, config) as address:
+        with SleuthClient(address, tls_ca=cert, tls_server_name="localhost", token=TOKEN) as client:
+            assert client.search("cat", top_k=1).hits[0].doc_id == "cats"
+        with SleuthClient(address, tls_ca=cert, tls_server_name="localhost") as client:
+            with pytest.raises(grpc.RpcError) as info:
+                client.search("cat")
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        common = ["search", "--target", address, "--tls-ca", str(cert), "--tls-server-name", "localhost", "--json"]
+        assert main([*common, "--token-file", str(token_file), "cat"]) == 0
+        assert '"cats"' in capsys.readouterr().out
+        assert main([*common, "cat"]) == 2
+        err = capsys.readouterr().err
+        assert "UNAUTHENTICATED" in err and "Traceback" not in err
+        assert main([*common, "--token-file", str(token_file.parent / "missing"), "cat"]) == 2
+        assert "auth token file" in capsys.readouterr().err
