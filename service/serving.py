@@ -127,8 +127,10 @@ class SearchRunner:
         *,
         batching: BatchingConfig | None = None,
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        inline_lexical: bool = True,
     ) -> None:
         self.executor = executor
+        self.inline_lexical = inline_lexical
         self.batcher = EncodeBatcher(batching)
         self.limiter = AdmissionLimiter(max_inflight)
 
@@ -142,6 +144,10 @@ class SearchRunner:
     async def search(self, searcher: Searcher, request: SearchRequest, deadline: Deadline) -> SearchResult:
         """One request: refused at once when overloaded, dropped as soon as its deadline passes."""
         with self.limiter.admit():
+            if self.inline_lexical and request.mode == "bm25" and not request.rerank:
+                # BM25 alone costs a fraction of a millisecond: the hand-off to a pool thread and
+                # back (and the GIL passing between them) would cost more than the search itself.
+                return _run(searcher, request, None, deadline)
             vector = None
             if request.needs_vector:
                 vector = await self.batcher.encode(searcher.encode_queries, request.query, deadline)

@@ -190,3 +190,35 @@ def test_admission_limiter_refuses_past_its_bound_and_frees_on_exit() -> None:
     assert limiter.inflight == 0 and limiter.refused == 1
     with limiter.admit(cost=500):  # a batch larger than the bound still runs on an idle server
         assert limiter.inflight == 2
+
+
+def test_bm25_runs_on_the_event_loop_and_the_rest_on_the_pool(tiny_index, fake_encoder) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    class ThreadRecordingSearcher(Searcher):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.threads: dict[str, str] = {}
+
+        def run(self, request, query_vector):
+            self.threads[request.mode] = threading.current_thread().name
+            return super().run(request, query_vector)
+
+    async def go(inline: bool) -> dict[str, str]:
+        searcher = ThreadRecordingSearcher(tiny_index, fake_encoder)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="search-pool")
+        runner = SearchRunner(pool, batching=BatchingConfig(max_wait_ms=0), inline_lexical=inline)
+        try:
+            for mode in ("bm25", "hybrid"):
+                result = await runner.search(searcher, SearchRequest("cat", mode=mode), Deadline.after(30))
+                assert result.hits[0].doc_id == "cats"
+            assert runner.limiter.inflight == 0
+        finally:
+            await runner.aclose()
+            pool.shutdown()
+        return searcher.threads
+
+    inline = asyncio.run(go(True))
+    assert inline["bm25"] == "MainThread" and inline["hybrid"].startswith("search-pool")
+    pooled = asyncio.run(go(False))
+    assert pooled["bm25"].startswith("search-pool")
