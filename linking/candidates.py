@@ -70,7 +70,10 @@ class CandidateGenerator:
         """Candidates for several mentions; dense retrieval runs as one FAISS search for all of them."""
         dense_hits: list[list[tuple[str, float]]] = [[] for _ in surfaces]
         if self.entity_index is not None and context_vectors is not None and self.config.dense_k > 0 and surfaces:
-            dense_hits = self.entity_index.nearest(context_vectors, self.config.dense_k)
+            # Mentions of one sentence share its vector: search each distinct vector once.
+            unique, inverse = np.unique(np.asarray(context_vectors, dtype=np.float32), axis=0, return_inverse=True)
+            found = self.entity_index.nearest(unique, self.config.dense_k)
+            dense_hits = [found[i] for i in np.asarray(inverse).reshape(-1)]
         return [self._merge(surface, hits) for surface, hits in zip(surfaces, dense_hits, strict=True)]
 
     def _merge(self, surface: str, dense_hits: list[tuple[str, float]]) -> list[Candidate]:

@@ -190,6 +190,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)  # see service/cli/link.py: one thread is faster on the shared machine
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # as the server: a few dozen vectors against 10k is no work for a team
     kb = KnowledgeBase.load(args.kb)
     model, model_manifest = Disambiguator.load(args.model)
     detector = MentionDetector(load_spacy())

@@ -95,6 +95,9 @@ def _encoder(runtime: str = "torch") -> Any:
     # Linking encodes small batches (a document's sentences); on a shared 2-core machine one torch
     # thread was several times faster than two (thread contention), so the linking commands use one.
     torch.set_num_threads(1)
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # one document's few dozen vectors: an OpenMP team costs more than it saves
     return load_encoder(runtime=runtime, threads=1)
 
 

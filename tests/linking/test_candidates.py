@@ -40,3 +40,22 @@ def test_candidates_are_deduplicated_and_capped(tiny_kb: KnowledgeBase) -> None:
     merged = CandidateGenerator(tiny_kb).generate("Hussein")
     saddam = next(c for c in merged if c.entity_id == "Saddam Hussein")
     assert saddam.sources == ("alias", "variant")
+
+
+def test_batch_dense_retrieval_matches_one_by_one_with_shared_sentence_vectors(
+    tiny_kb: KnowledgeBase, linking_encoder
+) -> None:
+    # Mentions of one sentence share its vector; the batch searches each distinct vector once and
+    # must hand every mention the same hits as a search of its own.
+    import numpy as np
+
+    index = EntityIndex.build(tiny_kb, linking_encoder, cache=None)
+    generator = CandidateGenerator(tiny_kb, index, CandidateConfig(dense_k=2))
+    sentences = linking_encoder.encode(["a professor of machine learning", "the basketball player of the bulls"])
+    vectors = sentences[[0, 1, 0, 1, 1]]
+    surfaces = ["Prof. Mike", "MJ", "Mike", "the player", "Jordan"]
+    batch = generator.generate_batch(surfaces, vectors)
+    single = [generator.generate(s, v) for s, v in zip(surfaces, vectors, strict=True)]
+    assert [[c.entity_id for c in cands] for cands in batch] == [[c.entity_id for c in cands] for cands in single]
+    assert batch[0][0].entity_id == "Michael I. Jordan" and batch[1][0].entity_id == "Michael Jordan"
+    assert np.isclose(batch[0][0].dense_score, single[0][0].dense_score)
