@@ -355,22 +355,28 @@ NOTES = """How the server spends the two cores (service/serving.py, batching.py,
 - `--workers 2`: two server processes share the port through SO_REUSEPORT (the kernel spreads
   connections); each has its own event loop and GIL, and its own copy of the index and models.
 - Query encodings of concurrent requests are gathered into micro-batches (at most 32 texts, at most
-  2 ms of waiting, measured from the oldest queued request) on one encoder thread per worker.
-- torch uses cores / workers intra-op threads (1 here) and FAISS 1 thread: OpenMP teams that span
-  both cores spin at every operator barrier when a core is taken by the other worker (or by another
-  process on this shared machine); measured, a 2-thread encoder under load ran several times slower.
+  2 ms of waiting, measured from the oldest queued request) on one encoder thread per worker; the
+  ONNX encoder then runs them in groups of at most 4 of similar length.
+- The encoder (torch or ONNX Runtime) uses cores / workers intra-op threads (1 here) and FAISS 1
+  thread: OpenMP teams that span both cores spin at every operator barrier when a core is taken by
+  the other worker (or by another process on this shared machine); measured, a 2-thread encoder
+  under load ran several times slower.
 - At most `--max-inflight` (256 by default; 1024 for this benchmark so that c=64 measures latency,
   not refusals) requests per worker; past it, RESOURCE_EXHAUSTED at once. Expired requests are dropped
   before encoding and before searching.
 
-Where the time goes: the MiniLM query encoder. In one process without gRPC (the serving path
-called directly, 16 concurrent callers), BM25-only reached about 2,600 queries/s while hybrid
-reached 40 to 60 queries/s on the same loaded machine. On this CPU one thread encodes a batch of 16
-SciFact queries in about 335 ms against 30 ms for a single query (the batch is padded to its longest
-query), so micro-batching buys only about 1.4x; the encoder stays the ceiling. `--bf16` (bfloat16
-autocast for query encoding, AVX512-BF16) measured 1.3 to 1.7 times faster encodings with SciFact
-nDCG@10 unchanged to three decimals (0.7139 -> 0.7136 hybrid, 0.6451 -> 0.6466 dense); it is off
-by default so that served rankings equal offline ones exactly.
+Where the time goes: the MiniLM query encoder, then gRPC and asyncio per request. One thread, one
+SciFact query, quiet machine (2026-11-29): torch 14.8 ms alone and 7.4 ms per query in batches of 16;
+ONNX Runtime float32 6.3 ms alone (larger batches do not help it: 16 queries in one run cost 15% more
+per query, so the ONNX encoder runs at most 4 texts of similar length at a time); ONNX Runtime with
+int8 weights 2.3 ms alone. `--encoder-runtime onnx` (the default) gives the torch vectors to a cosine
+of 0.99999: SciFact test nDCG@10 is identical (hybrid 0.7139, dense 0.6451). `onnx-int8` moves them
+by a cosine of 0.993 on average: hybrid nDCG@10 SciFact test 0.7139 -> 0.7136, SciFact train 0.7148
+-> 0.7157, CISI 0.4489 -> 0.4454; dense 0.6451 -> 0.6454, 0.6602 -> 0.6573, 0.4193 -> 0.4222. It is
+not the default because its vectors are not the ones the index was evaluated with; it is the
+configuration that meets the hybrid targets. BM25-only requests run on the event loop rather than a
+pool thread: the search costs a fraction of a millisecond, less than the hand-off (1,340 -> 1,540-1,595
+queries/s at c=16 in an alternating A/B).
 
 Memory: each worker holds the SciFact index, MiniLM, spaCy and the KB (when linking is served), so
 the total grows by one worker's footprint per worker; the supervisor process loads nothing heavy.

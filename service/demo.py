@@ -21,6 +21,10 @@ def demo_dir() -> Path:
     return Path(__file__).resolve().parent / "demo"
 
 
+DEMO_BUILD = 2
+"""Bumped when a demo index built by this code holds something an older one lacks."""
+
+
 def demo_corpus() -> Path:
     return demo_dir() / "corpus.jsonl"
 
@@ -29,7 +33,10 @@ def demo_index(encoder: Encoder, cache_dir: Path | None = None) -> SearchIndex:
     """Load the demo index, building it first if this corpus/encoder pair has none yet."""
     corpus = demo_corpus()
     root = cache_dir or default_cache_dir()
-    path = root / "demo-index" / f"{sha256_file(corpus)[:12]}-{encoder.checksum}"
+    # Keyed by the corpus, the encoder's weights *and runtime* (an int8 encoder's vectors are not the
+    # float ones), and what a demo index holds (DEMO_BUILD; e.g. 2 = with its drift reference).
+    runtime_key = getattr(encoder, "cache_key", encoder.checksum)
+    path = root / "demo-index" / f"{sha256_file(corpus)[:12]}-{runtime_key}-b{DEMO_BUILD}"
     if path.exists():
         try:
             return SearchIndex.load(path)
