@@ -93,8 +93,16 @@ class SearchResult:
 
 
 def snippet(document: Document, max_chars: int = 240) -> str:
-    """The start of a document's text, cut at a word boundary."""
-    text = " ".join(document.text.split())
+    """The start of a document's text, cut at a word boundary.
+
+    Only the head of the text is normalized (it runs for every hit of every response; splitting a
+    whole abstract cost more than the BM25 search); the result is the same as for the whole text.
+    """
+    raw = document.text
+    head = raw[: 4 * max_chars]
+    text = " ".join(head.split())
+    if len(text) <= max_chars and len(head) < len(raw):  # mostly whitespace so far: take it all
+        text = " ".join(raw.split())
     if len(text) <= max_chars:
         return text
     cut = text.rfind(" ", 0, max_chars)

@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from indexes import CorruptArtifactError, IncompatibleArtifactError, Manifest
 from retrieval.errors import InvalidRequestError
@@ -134,3 +136,16 @@ def test_snippet_cuts_at_a_word_boundary(tiny_index: SearchIndex) -> None:
     assert short.endswith("…") and len(short) <= 31
     assert doc.text.startswith(short[:-1])
     assert snippet(doc, 1000) == doc.text
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab c\n\t,;:")), max_size=3000), st.integers(min_value=10, max_value=300))
+def test_snippet_of_the_head_equals_the_snippet_of_the_whole_text(text: str, max_chars: int) -> None:
+    from retrieval.types import Document
+
+    whole = " ".join(text.split())
+    if len(whole) <= max_chars:
+        expected = whole
+    else:
+        cut = whole.rfind(" ", 0, max_chars)
+        expected = whole[: cut if cut > max_chars // 2 else max_chars].rstrip(" ,;:") + "…"
+    assert snippet(Document("d", "title", text), max_chars) == expected
