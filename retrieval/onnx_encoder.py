@@ -236,7 +236,9 @@ def _pooling_mode(model: Any) -> str:
 def load_encoder(name_or_path: str = DEFAULT_ENCODER, runtime: str = "torch", *, threads: int = 1) -> Any:
     """An encoder of ``name_or_path`` on ``runtime`` (one of :data:`RUNTIMES`)."""
     if runtime == "torch":
-        return SentenceTransformerEncoder(name_or_path)
+        from retrieval import dense  # looked up at call time: the torch encoder class can be swapped
+
+        return dense.SentenceTransformerEncoder(name_or_path)
     if runtime in ("onnx", "onnx-int8"):
         return OnnxEncoder(name_or_path, quantize=runtime == "onnx-int8", threads=threads)
     raise ValueError(f"unknown encoder runtime {runtime!r} (choose {', '.join(RUNTIMES)})")
