@@ -187,7 +187,7 @@ class Disambiguator:
             return np.zeros(0, dtype=np.float64)
         features = features[:, : self._columns]
         if self._booster is not None:
-            raw = np.asarray(self._booster.predict(features), dtype=np.float64)
+            raw = np.asarray(self._booster.predict(features, num_threads=1), dtype=np.float64)
             return 1.0 / (1.0 + np.exp(-raw)) if self.config.objective == "lambdarank" else raw
         if self._weights is not None and self._mean is not None and self._scale is not None:
             z = ((features - self._mean) / self._scale) @ self._weights + self._bias

@@ -174,7 +174,7 @@ class LambdaMartModel:
     def predict(self, features: np.ndarray) -> np.ndarray:
         total = np.zeros(len(features), dtype=np.float64)
         for booster in self.boosters:
-            total += booster.predict(features)
+            total += booster.predict(features, num_threads=1)  # one request: no OpenMP team
         return total / len(self.boosters)
 
     @classmethod
