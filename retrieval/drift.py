@@ -107,6 +107,12 @@ class DriftMonitor:
         self._counts = {name: np.zeros(len(h.proportions), dtype=np.float64) for name, h in self.reference.items()}
         self._lock = threading.Lock()
 
+    def rebase(self, reference: Mapping[str, Histogram]) -> None:
+        """Compare against ``reference`` from now on (a new model version's), forgetting what was counted."""
+        with self._lock:
+            self.reference = dict(reference)
+            self._counts = {name: np.zeros(len(h.proportions), dtype=np.float64) for name, h in self.reference.items()}
+
     def observe(self, features: Mapping[str, float]) -> None:
         with self._lock:
             for name, value in features.items():

@@ -160,6 +160,8 @@ class LinkingServicer(linking_pb2_grpc.LinkingServiceServicer):
         self.serving = loaded  # Activate/Rollback of a KB or linker version swaps it (issue 4)
         self._executor = executor
         self.drift = drift  # mentions per document and NIL rate vs the model's reference (issue 5)
+        # The reference ``drift`` compares with: the served linker's at start, the new one's after a swap.
+        self._drift_source = self.serving.current.drift_reference
 
     async def Link(
         self, request: linking_pb2.LinkRequest, context: grpc.aio.ServicerContext
@@ -176,6 +178,9 @@ class LinkingServicer(linking_pb2_grpc.LinkingServiceServicer):
             )
             note_linking(loaded.model_version, len(links), sum(link.is_nil for link in links))
             if self.drift is not None and mentions is None:  # detected mentions only: given spans say nothing
+                if loaded.drift_reference is not self._drift_source:  # a swapped-in model brings its own
+                    self.drift.rebase(loaded.drift_reference)
+                    self._drift_source = loaded.drift_reference
                 self.drift.observe(link_features(links))
             return linking_pb2.LinkResponse(
                 mentions=[link_to_proto(link, linker.kb) for link in links],

@@ -106,9 +106,9 @@ async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.
         from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
         from service.linking_servicer import LinkingServicer, swap_kb, swap_model
 
-        link_drift = DriftMonitor(services.linker.drift_reference) if services.linker.drift_reference else None
-        if link_drift is not None:
-            online.add_monitor(link_drift)
+        # Always a monitor (an empty reference watches nothing): a model swapped in later may bring one.
+        link_drift = DriftMonitor(services.linker.drift_reference)
+        online.add_monitor(link_drift)
         linker_state = ServingState("linker", services.linker, services.linker.model_version)
         ops.lifecycle.register("linker", linker_state, swap_model, lambda loaded: loaded.model_version)
         ops.lifecycle.register("kb", linker_state, swap_kb, lambda loaded: loaded.kb_version)

@@ -173,3 +173,35 @@ def test_activate_swaps_the_linker_model_and_rollback_restores_it(tiny_index, fa
             assert (swapped.model_version, swapped.kb_version) == (versions[1], "kb@tiny")
             admin.Rollback(admin_pb2.RollbackRequest(kind="linker"), timeout=60)
         assert call(address, text).model_version == versions[0]
+
+
+def test_link_drift_follows_the_served_model_reference_across_a_swap() -> None:
+    """After a model swap, drift is measured against the new model's reference, from zero."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from retrieval.drift import DriftMonitor
+    from service.linking_servicer import LinkingServicer
+    from service.serving_state import ServingState
+
+    kb = KnowledgeBase(ENTITIES, ALIASES)
+    linker = EntityLinker(kb, FakeEncoder(KEYWORDS), detector=MentionDetector(load_spacy()))
+    old_reference = {"mentions_per_doc": Histogram.from_values([1, 2, 3, 4])}
+    new_reference = {"mentions_per_doc": Histogram.from_values([0, 0, 0, 1]), "nil_rate": Histogram.from_values([0.0])}
+    state = ServingState("linker", LoadedLinker(linker, "kb@tiny", "linker@a", old_reference), "linker@a")
+    monitor = DriftMonitor(old_reference)
+
+    class Context:
+        async def abort(self, code, details):
+            raise AssertionError(details)
+
+    async def link(servicer: LinkingServicer) -> None:
+        await servicer.Link(linking_pb2.LinkRequest(text="Paris is lovely in spring."), Context())
+
+    servicer = LinkingServicer(state, ThreadPoolExecutor(1), monitor)
+    asyncio.run(link(servicer))
+    assert monitor.reference == old_reference and monitor._counts["mentions_per_doc"].sum() == 1
+    state.swap(LoadedLinker(linker, "kb@tiny", "linker@b", new_reference), "linker@b")
+    asyncio.run(link(servicer))
+    assert monitor.reference == new_reference
+    assert monitor._counts["mentions_per_doc"].sum() == 1 and monitor._counts["nil_rate"].sum() == 1
