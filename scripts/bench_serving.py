@@ -367,7 +367,17 @@ by a cosine of 0.993 on average: hybrid nDCG@10 SciFact test 0.7139 -> 0.7136, S
 not the default because its vectors are not the ones the index was evaluated with; it is the
 configuration that meets the hybrid targets. BM25-only requests run on the event loop rather than a
 pool thread: the search costs a fraction of a millisecond, less than the hand-off (1,340 -> 1,540-1,595
-queries/s at c=16 in an alternating A/B).
+queries/s at c=16 in an alternating A/B of BM25-only runs; inside the full matrix, after the dense rows
+of earlier variants have heated the machine, the same code measured 1,359-1,477). About 0.35 ms of
+the 1.0-1.1 ms of server CPU per BM25 request is our servicer (search, response, drift, metrics);
+the rest is gRPC and asyncio.
+
+Link throughput swings with how SO_REUSEPORT spreads the clients' connections (it balances
+connections, not requests: at c=4 one worker may hold three of them). Separate onnx-int8 link runs
+(2 workers, 20 s rows, 2026-11-29 17:29-17:35): c=2 8.6, c=8 9.6, 9.0, 8.9, 9.1, c=16 9.7, 8.8
+documents/s, at 1.9 server cores: about 200 ms of CPU per msnbc document (NER 50, encoding 50, the
+rest candidates, features and scoring). One link thread per worker instead of the shared pool
+measured 7.6 and 8.2 against 8.9 and 9.1 (alternating), so the pool stays.
 
 Memory: each worker holds the SciFact index, MiniLM, spaCy and the KB (when linking is served), so
 the total grows by one worker's footprint per worker; the supervisor process loads nothing heavy.
@@ -567,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, variant, rows in (
             ("1 worker", argparse.Namespace(**{**vars(args), "workers": 1}), [("bm25", 16), ("hybrid", 16)]),
             ("torch", torch_runtime, [("hybrid", 1), ("hybrid", 16)]),
-            ("onnx-int8", int8, [("hybrid", 1), ("hybrid", 16), ("hybrid", "half"), ("link", 4)]),
+            ("onnx-int8", int8, [("hybrid", 1), ("hybrid", 16), ("hybrid", "half"), ("link", 8)]),
         ):
             extra = Server(variant, Path(f"/tmp/bench-serving-{os.getpid()}-{label.replace(' ', '')}.log"))
             try:
