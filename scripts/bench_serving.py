@@ -367,8 +367,8 @@ by a cosine of 0.993 on average: hybrid nDCG@10 SciFact test 0.7139 -> 0.7136, S
 not the default because its vectors are not the ones the index was evaluated with; it is the
 configuration that meets the hybrid targets. BM25-only requests run on the event loop rather than a
 pool thread: the search costs a fraction of a millisecond, less than the hand-off (1,340 -> 1,540-1,595
-queries/s at c=16 in an alternating A/B of BM25-only runs; inside the full matrix, after the dense rows
-of earlier variants have heated the machine, the same code measured 1,359-1,477). About 0.35 ms of
+queries/s at c=16 in an alternating A/B of BM25-only runs; in the two full matrices that followed, the
+same code measured 1,359 and 1,459 at c=16, so the target is at the edge, not met). About 0.35 ms of
 the 1.0-1.1 ms of server CPU per BM25 request is our servicer (search, response, drift, metrics);
 the rest is gRPC and asyncio.
 
