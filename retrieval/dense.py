@@ -229,6 +229,12 @@ class EmbeddingCache:
             logger.warning("could not write embedding cache %s: %s", path, exc)
 
 
+def cache_key(encoder: Encoder) -> str:
+    """What cached vectors of ``encoder`` are filed under: its weights *and runtime* (``cache_key``, when it
+    has one), since an int8 runtime's vectors are not the torch ones."""
+    return str(getattr(encoder, "cache_key", encoder.checksum))
+
+
 def embed_documents(
     encoder: Encoder,
     texts: list[str],
@@ -239,8 +245,7 @@ def embed_documents(
     show_progress: bool = False,
 ) -> np.ndarray:
     """Embed ``texts`` (in batches), reading and filling the cache when one is given."""
-    # Keyed by the runtime too (``cache_key``): an int8 runtime's vectors are not the torch ones.
-    key = getattr(encoder, "cache_key", encoder.checksum)
+    key = cache_key(encoder)
     if cache is not None:
         cached = cache.get(key, corpus_checksum, len(texts))
         if cached is not None:

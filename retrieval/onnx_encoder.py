@@ -63,29 +63,26 @@ def _ort() -> Any:
     return onnxruntime
 
 
-class _Pooled:
-    """Transformer -> pooling -> L2 normalization as one module, the graph that is exported."""
+def _pooled_module(transformer: Any, pooling: str, input_names: list[str]) -> Any:
+    """Transformer -> pooling -> L2 normalization as one torch module: the graph that is exported."""
+    import torch
 
-    @staticmethod
-    def build(transformer: Any, pooling: str, input_names: list[str]) -> Any:
-        import torch
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = transformer
 
-        class Pooled(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.transformer = transformer
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            named = dict(zip(input_names, inputs, strict=True))
+            hidden = self.transformer(**named).last_hidden_state
+            if pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = named["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1)
 
-            def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-                named = dict(zip(input_names, inputs, strict=True))
-                hidden = self.transformer(**named).last_hidden_state
-                if pooling == "cls":
-                    pooled = hidden[:, 0]
-                else:
-                    mask = named["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                return torch.nn.functional.normalize(pooled, dim=-1)
-
-        return Pooled().eval()
+    return Pooled().eval()
 
 
 class OnnxEncoder:
@@ -168,7 +165,7 @@ class OnnxEncoder:
         import torch
 
         transformer = model[0].auto_model.eval()
-        module = _Pooled.build(transformer, self._pooling, self._input_names)
+        module = _pooled_module(transformer, self._pooling, self._input_names)
         sample = self._tokenize(["an example sentence to trace the graph"])
         inputs = tuple(torch.from_numpy(sample[n]) for n in self._input_names)
         axes = {n: {0: "batch", 1: "tokens"} for n in self._input_names}

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from indexes import ArtifactError, sha256_file
-from retrieval.dense import EmbeddingCache, Encoder, default_cache_dir
+from retrieval.dense import EmbeddingCache, Encoder, cache_key, default_cache_dir
 from retrieval.index import SearchIndex
 
 logger = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ def demo_index(encoder: Encoder, cache_dir: Path | None = None) -> SearchIndex:
     root = cache_dir or default_cache_dir()
     # Keyed by the corpus, the encoder's weights *and runtime* (an int8 encoder's vectors are not the
     # float ones), and what a demo index holds (DEMO_BUILD; e.g. 2 = with its drift reference).
-    runtime_key = getattr(encoder, "cache_key", encoder.checksum)
-    path = root / "demo-index" / f"{sha256_file(corpus)[:12]}-{runtime_key}-b{DEMO_BUILD}"
+    path = root / "demo-index" / f"{sha256_file(corpus)[:12]}-{cache_key(encoder)}-b{DEMO_BUILD}"
     if path.exists():
         try:
             return SearchIndex.load(path)

@@ -32,6 +32,7 @@ from linking.drift import linking_reference
 from linking.evaluation import evaluate_linker
 from retrieval.errors import InvalidRequestError
 from service.cli import registry as registry_cli
+from service.cli.search import add_encoder_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def register(groups: Any) -> None:
     link.add_argument("--model", type=Path, help="linker model directory (default: demo model / prior baseline)")
     link.add_argument("--top", type=int, default=3, help="runner-up candidates to show (default 3)")
     link.add_argument("--json", action="store_true", help="print JSON")
-    _add_runtime(link)
+    add_encoder_runtime(link, "torch", "how contexts are encoded")
     link.set_defaults(func=run_link)
 
     train = groups.group("train", "train models")
@@ -83,7 +84,7 @@ def register(groups: Any) -> None:
     ev.add_argument(
         "--per-doc-out", type=Path, help="write per-document tp/fp/fn (JSON lines) for `sleuth eval compare`"
     )
-    _add_runtime(ev)
+    add_encoder_runtime(ev, "torch", "how contexts are encoded")
     ev.set_defaults(func=run_eval_link)
 
 
@@ -99,15 +100,6 @@ def _encoder(runtime: str = "torch") -> Any:
 
     faiss.omp_set_num_threads(1)  # one document's few dozen vectors: an OpenMP team costs more than it saves
     return load_encoder(runtime=runtime, threads=1)
-
-
-def _add_runtime(parser: Any) -> None:
-    parser.add_argument(
-        "--encoder-runtime",
-        default="torch",
-        choices=["torch", "onnx", "onnx-int8"],
-        help="how contexts are encoded: torch (reference), ONNX Runtime float32, or ONNX int8 (fastest)",
-    )
 
 
 def _linker(kb_dir: Path, model_dir: Path | None, runtime: str = "torch") -> EntityLinker:

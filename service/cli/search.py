@@ -73,11 +73,19 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, default=100, help="documents each retriever returns before fusion")
     parser.add_argument("--reranker", type=Path, help="reranker model directory (mode rerank)")
     parser.add_argument("--rerank-depth", type=int, default=100)
+    add_encoder_runtime(parser, "torch", "how queries are encoded (local index)")
+
+
+def add_encoder_runtime(parser: argparse.ArgumentParser, default: str, what: str) -> None:
+    """The ``--encoder-runtime`` option (retrieval/onnx_encoder.py) of the commands that encode."""
+    from retrieval.onnx_encoder import RUNTIMES
+
     parser.add_argument(
         "--encoder-runtime",
-        default="torch",
-        choices=["torch", "onnx", "onnx-int8"],
-        help="how queries are encoded (local index): torch (reference), ONNX Runtime float32, or ONNX int8",
+        default=default,
+        choices=RUNTIMES,
+        help=f"{what}: torch (the reference), onnx (ONNX Runtime, float32: the same vectors) or onnx-int8 "
+        f"(int8 weights: fastest, slightly different vectors); default {default}",
     )
 
 
@@ -191,11 +199,9 @@ def _remote_search(args: argparse.Namespace) -> int:
     rerank = args.mode == "rerank"
     try:
         token = load_token(args.token_file) if args.token_file is not None else None
-        if args.tls_ca is not None:
-            args.tls_ca.read_bytes()
-    except (SecurityConfigError, OSError) as exc:
+        client = SleuthClient(args.target, tls_ca=args.tls_ca, tls_server_name=args.tls_server_name, token=token)
+    except (SecurityConfigError, OSError) as exc:  # an unreadable token or CA file
         raise SearchError(str(exc)) from None
-    client = SleuthClient(args.target, tls_ca=args.tls_ca, tls_server_name=args.tls_server_name, token=token)
     with client:
         try:
             response = client.search(

@@ -9,6 +9,7 @@ from typing import Any
 from indexes import ArtifactError
 from service.cli import online as online_cli
 from service.cli import registry as registry_cli
+from service.cli.search import add_encoder_runtime
 from service.config import DEFAULT_PORT, ServerConfig
 from service.security import SecurityConfigError
 
@@ -59,13 +60,7 @@ def add_serving_options(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument("--batch-size", type=_positive_int, default=32, help="query encodings per micro-batch")
     serve.add_argument("--batch-wait-ms", type=float, default=2.0, help="longest wait for a micro-batch to fill")
-    serve.add_argument(
-        "--encoder-runtime",
-        default="onnx",
-        choices=["torch", "onnx", "onnx-int8"],
-        help="query/context encoder runtime: onnx (default; ONNX Runtime, float32, same vectors as torch), "
-        "onnx-int8 (int8 weights, fastest, slightly different vectors) or torch (see docs/benchmarks.md)",
-    )
+    add_encoder_runtime(serve, "onnx", "how queries and linking contexts are encoded (docs/benchmarks.md)")
     serve.add_argument(
         "--bf16",
         action="store_true",
