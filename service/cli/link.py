@@ -22,6 +22,7 @@ from linking import (
     MentionDetector,
     cross_validate,
     file_inputs,
+    leave_one_dataset_out,
     load_spacy,
     prepare_documents,
     read_benchmark,
@@ -70,6 +71,12 @@ def register(groups: Any) -> None:
     linker.add_argument("--model-type", choices=("lightgbm", "logistic"), default="lightgbm")
     linker.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by document (default 5)")
     linker.add_argument("--no-augment", action="store_true", help="do not add short-name copies of the documents")
+    linker.add_argument(
+        "--transfer",
+        action="store_true",
+        help="also score each benchmark with a model trained on the others only (leave-one-dataset-out; "
+        "needs two or more --benchmark files)",
+    )
     linker.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     linker.set_defaults(func=run_train_linker)
 
@@ -170,6 +177,8 @@ def run_link(args: argparse.Namespace) -> int:
 def run_train_linker(args: argparse.Namespace) -> int:
     if args.folds < 2:
         raise InvalidRequestError("--folds", "must be at least 2")
+    if args.transfer and len({path.stem for path in args.benchmark}) < 2:
+        raise InvalidRequestError("--transfer", "needs two or more --benchmark files with different names")
     linker = _linker(args.kb, None)
     documents = []
     for path in args.benchmark:
@@ -182,6 +191,9 @@ def run_train_linker(args: argparse.Namespace) -> int:
     model = train_disambiguator(documents, config, first_pass_scores=cv.first_pass_scores, folds=args.folds)
     model = model.with_threshold(cv.threshold, cv.margin)
     model.metrics = cv.to_dict()
+    transfer = leave_one_dataset_out(linker, documents, config, folds=args.folds) if args.transfer else None
+    if transfer is not None:
+        model.metrics.update(transfer.to_dict())
     linker.scorer = model
     reference = linking_reference(linker, [doc for path in args.benchmark for doc in read_benchmark(path)])
     kb_id = linker.kb.manifest.content_id if linker.kb.manifest is not None else linker.kb.content_id
@@ -208,6 +220,8 @@ def run_train_linker(args: argparse.Namespace) -> int:
         f"{manifest.version}: CV F1 {cv.f1_overall:.4f} {cv.f1_by_dataset}, "
         f"NIL below {cv.threshold:.2f} when leading by < {cv.margin:.2f} -> {out}"
     )
+    if transfer is not None:
+        print(f"leave-one-dataset-out F1 {transfer.f1_overall:.4f} {transfer.f1_by_dataset}")
     return 0
 
 

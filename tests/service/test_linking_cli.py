@@ -101,3 +101,59 @@ def test_eval_link_per_document_counts_feed_eval_compare(tmp_path: Path, capsys)
     assert main(["eval", "compare", str(per_doc), str(per_doc), "--json"]) == 0
     f1 = json.loads(capsys.readouterr().out)["metrics"][0]
     assert (f1["metric"], f1["a"], f1["difference"], f1["p_value"]) == ("f1", totals["f1"], 0.0, 1.0)
+
+
+def _write_benchmark(path: Path, docs: list[tuple[str, list[tuple[str, str | None]]]]) -> Path:
+    """Documents with gold mentions given as (surface, entity); each surface's first occurrence is the span."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for number, (text, golds) in enumerate(docs):
+            mentions = []
+            for surface, entity in golds:
+                start = text.index(surface)
+                mentions.append({"start": start, "end": start + len(surface), "surface": surface, "entity": entity})
+            handle.write(json.dumps({"id": str(number), "text": text, "mentions": mentions}) + "\n")
+    return path
+
+
+SPORTS_AND_CITIES = [
+    ("Michael Jordan won six NBA titles with the Bulls.", [("Michael Jordan", "Michael Jordan")]),
+    ("Paris is the capital city of France.", [("Paris", "Paris")]),
+    ("Saddam Hussein was president of Iraq.", [("Saddam Hussein", "Saddam Hussein")]),
+    ("The UN met in Washington.", [("UN", "United Nations"), ("Washington", "Washington, D.C.")]),
+]
+PEOPLE = [
+    ("Michael Jordan starred in the film Creed.", [("Michael Jordan", "Michael B. Jordan")]),
+    ("Michael Jordan is a professor of machine learning.", [("Michael Jordan", "Michael I. Jordan")]),
+    ("Paris Hilton opened a hotel; Paris smiled.", [("Paris Hilton", "Paris Hilton")]),
+    ("Victoria Beckham is a singer.", [("Victoria Beckham", "Victoria Beckham")]),
+]
+
+
+@pytest.mark.integration
+def test_train_linker_reports_leave_one_dataset_out_transfer(tmp_path: Path, capsys) -> None:
+    entities, aliases = write_kb_files(tmp_path)
+    kb = tmp_path / "kb"
+    assert main(["kb", "build", "--entities", str(entities), "--aliases", str(aliases), "--out", str(kb)]) == 0
+    first = _write_benchmark(tmp_path / "sports.jsonl", SPORTS_AND_CITIES)
+    second = _write_benchmark(tmp_path / "people.jsonl", PEOPLE)
+    capsys.readouterr()
+    out = tmp_path / "linker"
+    args = ["train", "linker", "--kb", str(kb), "--benchmark", str(first), "--benchmark", str(second)]
+    assert main([*args, "--folds", "2", "--model-type", "logistic", "--transfer", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "leave-one-dataset-out F1" in printed
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert set(metrics["transfer_f1_by_dataset"]) == {"sports", "people"}
+    assert all(0.0 <= f1 <= 1.0 for f1 in metrics["transfer_f1_by_dataset"].values())
+    # The training-set prior (rank 1) is right on every sports mention: a model trained on people alone
+    # must still link most of them, or transfer is broken.
+    assert metrics["transfer_f1_by_dataset"]["sports"] >= 0.6
+    assert 0.0 <= metrics["cv_f1"] <= 1.0
+
+
+def test_train_linker_transfer_needs_two_benchmarks(tmp_path: Path, capsys) -> None:
+    bench = _write_benchmark(tmp_path / "only.jsonl", SPORTS_AND_CITIES)
+    code = main(["train", "linker", "--kb", str(tmp_path / "kb"), "--benchmark", str(bench), "--transfer"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--transfer" in err and "Traceback" not in err
