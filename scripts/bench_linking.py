@@ -133,6 +133,18 @@ def render(
             "",
             f"Cross-validated ED F1 on the training sets (out of fold): {cv.get('cv_f1', float('nan')):.3f} "
             f"overall ({cv_sets}).",
+            *(
+                [
+                    "",
+                    "Leave-one-dataset-out ED F1 (`train linker --transfer`: each training set scored by a model "
+                    "trained on the other two, NIL rule from their CV), the estimate of how the model carries over "
+                    f"to a new data set: {cv['transfer_f1']:.3f} overall ("
+                    + ", ".join(f"{k} {v:.3f}" for k, v in sorted(cv.get("transfer_f1_by_dataset", {}).items()))
+                    + ").",
+                ]
+                if "transfer_f1" in cv
+                else []
+            ),
             "",
             f"Throughput, msnbc end to end (detection + linking, {throughput['documents']} documents, "
             f"{throughput['mentions']} mentions, one process, torch threads {threads}, "
@@ -153,7 +165,7 @@ def render(
             "sleuth kb build --entities $D/kb/entities.jsonl --aliases $D/kb/aliases.tsv --out KB",
             "sleuth train linker --kb KB --benchmark $D/benchmarks/aquaint.jsonl \\",
             "    --benchmark $D/benchmarks/oke2015.jsonl \\",
-            "    --benchmark $D/benchmarks/oke2016.jsonl --out LINKER",
+            "    --benchmark $D/benchmarks/oke2016.jsonl --transfer --out LINKER",
             "sleuth eval link --kb KB --model LINKER --benchmark $D/benchmarks/kore50.jsonl --mode ed   # or e2e",
             "OMP_NUM_THREADS=1 python scripts/bench_linking.py --kb KB --model LINKER --write-docs",
             "```",
