@@ -7,6 +7,10 @@ One row per pair, grouped by mention. The columns (``FEATURE_NAMES``):
   and its popularity rank among the mention's candidates;
 * string: rapidfuzz ratio and token-set ratio of surface and name, exact name match, the surface
   being one word of the name;
+* mention form: no capital letter ("director"), a pronoun ("he"), the share of capitalized
+  words. Annotations that include pronouns and common nouns make many gold entities missing from
+  the candidates; these columns let the model tell such mentions from proper names, so that its
+  scores (and the NIL threshold on them) do not hedge on names for the sake of pronouns;
 * context: cosine of the mention's context embedding and the entity's name+description
   embedding, its rank and gap to the best in the group, and the same against the whole document;
 * type cues: the mention's NER type, the entity's type, whether they agree;
@@ -51,6 +55,9 @@ BASE_FEATURE_NAMES: tuple[str, ...] = (
     "surname_match",
     "given_name_match",
     "surface_words",
+    "surface_lowercase",
+    "surface_pronoun",
+    "surface_capitalized",
     "ctx_sim",
     "ctx_sim_rank",
     "ctx_sim_gap",
@@ -89,6 +96,11 @@ _COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _VS_FIRST = {"ctx_sim": "ctx_vs_first", "doc_sim": "doc_vs_first", "coherence": "coherence_vs_first"}
 NO_RANK = 50.0
 COHERENCE_TOP = 5
+_PRONOUN_WORDS = (
+    "i me my mine myself you your yours yourself he him his himself she her hers herself it its itself "
+    "we us our ours ourselves they them their theirs themselves"
+)
+PRONOUNS = frozenset(_PRONOUN_WORDS.split())
 _STOP = frozenset({"of", "the", "and", "de", "la", "le", "in", "on", "at", "for", "a", "an", "von", "van", "jr", "sr"})
 
 
@@ -187,6 +199,9 @@ class FeatureExtractor:
             block[:, col["log_popularity"]] = np.log1p(popularity)
             block[:, col["popularity_rank"]] = _ranks(popularity)
             block[:, col["surface_words"]] = len(surface_words[i])
+            block[:, col["surface_lowercase"]] = mention.surface == mention.surface.lower()
+            block[:, col["surface_pronoun"]] = surfaces[i] in PRONOUNS
+            block[:, col["surface_capitalized"]] = _capitalized_share(mention.surface)
             block[:, col["mention_type"]] = TYPE_CODES.get(mention_type or "", 0)
             for offset, cand in enumerate(cands):
                 r = offset
@@ -284,6 +299,12 @@ class FeatureExtractor:
                     if normalize_alias(strip_qualifier(self.kb.entity(cand.entity_id).name)) == surfaces[j]:
                         targets[i].add(cand.entity_id)
         return targets
+
+
+def _capitalized_share(surface: str) -> float:
+    """The share of the surface's words that start with a capital letter (or digit)."""
+    words = surface.split()
+    return sum(w[0].isupper() or w[0].isdigit() for w in words) / len(words) if words else 0.0
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:

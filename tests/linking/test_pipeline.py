@@ -137,3 +137,24 @@ def test_two_pass_lightgbm_model_round_trips_and_scores_in_the_linker(
     assert np.all((scores > 0) & (scores < 1))  # lambdarank scores are squashed
     linker.scorer = model
     assert np.allclose(linker.score(prepared), scores)
+
+
+def test_mention_form_columns_tell_pronouns_and_common_nouns_from_names(linker: EntityLinker) -> None:
+    from linking.features import FEATURE_NAMES
+
+    text = "He visited Paris. The president of Iraq met the Washington Post."
+    spans = ["He", "Paris", "president", "Washington Post"]
+    mentions = [Mention(text.index(s), text.index(s) + len(s), s) for s in spans]
+    prepared = linker.prepare(text, mentions)
+    names = ("surface_lowercase", "surface_pronoun", "surface_capitalized")
+    column = {name: FEATURE_NAMES.index(name) for name in names}
+    rows = {}
+    for mention, (lo, hi) in zip(prepared.mentions, prepared.groups(), strict=True):
+        assert hi > lo, f"{mention.surface} has no candidates"
+        block = prepared.features[lo:hi]
+        assert np.all(block == block[0], axis=0)[list(column.values())].all()  # per mention, not per candidate
+        rows[mention.surface] = {name: float(block[0, c]) for name, c in column.items()}
+    assert rows["He"] == {"surface_lowercase": 0.0, "surface_pronoun": 1.0, "surface_capitalized": 1.0}
+    assert rows["president"] == {"surface_lowercase": 1.0, "surface_pronoun": 0.0, "surface_capitalized": 0.0}
+    assert rows["Paris"]["surface_pronoun"] == 0.0 and rows["Paris"]["surface_capitalized"] == 1.0
+    assert rows["Washington Post"]["surface_capitalized"] == 1.0
