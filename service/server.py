@@ -32,7 +32,7 @@ from service.feedback_servicer import FeedbackServicer
 from service.generated.sleuth.v1 import feedback_pb2, feedback_pb2_grpc, search_pb2, search_pb2_grpc
 from service.online import OnlineCollector, OnlineLoop
 from service.search_servicer import SearchServicer
-from service.security import add_port, server_interceptors
+from service.security import Continuation, add_port, server_interceptors
 from service.serving import SearchRunner, encoder_factory, grpc_server_options
 from service.serving_state import ServingState
 
@@ -41,9 +41,53 @@ logger = logging.getLogger(__name__)
 SEARCH_SERVICE = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 FEEDBACK_SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"].full_name
 
+HANDLER_DRAIN_SECONDS = 5.0
+"""How long :func:`stop_server` waits, once gRPC has stopped, for call handlers to return."""
+
 
 class StartupError(Exception):
     """The server cannot start: a missing or corrupt artifact, a port in use, ..."""
+
+
+class HandlerTasks(grpc.aio.ServerInterceptor):
+    """Remembers the asyncio task running each call, so that a stop can wait for the handlers.
+
+    ``grpc.aio.Server.stop`` returns once gRPC Core has closed every call and connection, which can
+    be a few event-loop turns before the Python tasks running those calls are done (one may still
+    be waking up from sending its final status, or unwinding a cancellation). If the loop is torn
+    down in that window (``asyncio.run`` cancels the tasks left over), gRPC reports the cancelled
+    task with an "Exception not handled ... CancelledError" traceback for a call that had in fact
+    completed. Outermost interceptor: it runs, in the call's own task, before anything else.
+    """
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return await continuation(handler_call_details)
+
+    async def wait(self, timeout: float) -> None:
+        """Wait until every handler has returned; cancel (and log) those still running after ``timeout``."""
+        running = {task for task in self.tasks if not task.done()}
+        if not running:
+            return
+        logger.debug("waiting for %d call handler(s) to return", len(running))
+        _, running = await asyncio.wait(running, timeout=timeout)
+        if running:  # gRPC has closed their calls: these handlers ignore cancellation or are stuck
+            logger.warning(
+                "%d call handler(s) still running %.1f s after the server stopped; cancelling them",
+                len(running),
+                timeout,
+            )
+            for task in running:
+                task.cancel()  # gRPC's handler wrapper takes a cancellation quietly
+            await asyncio.wait(running, timeout=1.0)
 
 
 @dataclass
@@ -87,8 +131,10 @@ def load_services(config: ServerConfig) -> Services:
 async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.aio.Server, int]:
     """Build a server with every service registered and bind it; returns it unstarted with its port."""
     ops = operations.prepare(config, services.searcher)  # hot swap, Admin, metrics, access log (issue 4)
+    handler_tasks = HandlerTasks()
     server = grpc.aio.server(
-        options=grpc_server_options(config), interceptors=[ops.interceptor, *server_interceptors(config)]
+        options=grpc_server_options(config),
+        interceptors=[handler_tasks, ops.interceptor, *server_interceptors(config)],
     )
     executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="sleuth")
     runner = SearchRunner.from_config(executor, config)
@@ -130,6 +176,7 @@ async def create_server(config: ServerConfig, services: Services) -> tuple[grpc.
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     server.sleuth_health = health_servicer  # type: ignore[attr-defined]
+    server.sleuth_handler_tasks = handler_tasks  # type: ignore[attr-defined]
     server.sleuth_executor = executor  # type: ignore[attr-defined]
     server.sleuth_runner = runner  # type: ignore[attr-defined]
     server.sleuth_ops = ops  # type: ignore[attr-defined]
@@ -173,6 +220,9 @@ def arm_loader(config: ServerConfig) -> Callable[[str, Searcher], Searcher]:
 async def stop_server(server: grpc.aio.Server, grace: float | None) -> None:
     """Refuse new calls, let in-flight ones finish within ``grace`` seconds, then free the workers."""
     await server.stop(grace)
+    # Core is done with every call, but their handler tasks may still be returning: let them, before
+    # the runner and executor they use are closed and before the caller may tear the loop down.
+    await server.sleuth_handler_tasks.wait(HANDLER_DRAIN_SECONDS)  # type: ignore[attr-defined]
     await server.sleuth_runner.aclose()  # type: ignore[attr-defined]
     await operations.close(server.sleuth_ops)  # type: ignore[attr-defined]
     if server.sleuth_feedback is not None:  # type: ignore[attr-defined]

@@ -7,6 +7,8 @@ the signal arrives.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 import signal
@@ -22,6 +24,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
+from service.server import HandlerTasks
 from tests.service.lifecycle_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,3 +130,32 @@ def test_sigterm_stops_every_worker_gracefully(tiny_index, tmp_path: Path) -> No
     text = log.read_text(errors="replace")
     assert text.count("shutting down") == 2 and "workers exited with [0, 0]" in text
     assert "Traceback" not in text
+
+
+def test_stop_waits_for_call_handlers_and_cancels_stragglers(caplog: pytest.LogCaptureFixture) -> None:
+    # grpc.aio's Server.stop can return while the tasks running the last calls are a few loop turns
+    # from done; asyncio.run then cancels them and gRPC logs a CancelledError traceback.
+    # stop_server waits for them (HandlerTasks); one that does not return in time is cancelled.
+    async def scenario() -> tuple[asyncio.Task, asyncio.Task, HandlerTasks]:
+        tracker = HandlerTasks()
+
+        async def call(seconds: float) -> None:
+            async def continuation(details: grpc.HandlerCallDetails) -> None:
+                return None
+
+            await tracker.intercept_service(continuation, None)  # type: ignore[arg-type]
+            await asyncio.sleep(seconds)
+
+        returning, stuck = asyncio.create_task(call(0.2)), asyncio.create_task(call(60))
+        await asyncio.sleep(0)  # both have started (and registered)
+        await tracker.wait(timeout=1.0)
+        return returning, stuck, tracker
+
+    with caplog.at_level(logging.WARNING, logger="service.server"):
+        returning, stuck, tracker = asyncio.run(scenario())
+    assert returning.done() and not returning.cancelled()
+    assert stuck.cancelled()
+    assert not tracker.tasks
+    assert [r.getMessage() for r in caplog.records] == [
+        "1 call handler(s) still running 1.0 s after the server stopped; cancelling them"
+    ]
