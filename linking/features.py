@@ -5,8 +5,10 @@ One row per pair, grouped by mention. The columns (``FEATURE_NAMES``):
 * prior: the alias rank (1 = the alias table's first choice), its inverse, how many alias
   candidates the mention has, which generators proposed the pair, the entity's popularity (log)
   and its popularity rank among the mention's candidates;
-* string: rapidfuzz ratio and token-set ratio of surface and name, exact name match, the surface
-  being one word of the name;
+* string: rapidfuzz ratio and token-set ratio of surface and name, exact name match (qualifier
+  stripped), the surface being one word of the name; whether the entity's title has a qualifier
+  ("Contra (video game)", "Plains, Montana": by Wikipedia's naming, not the name's primary topic)
+  and whether the surface matches the whole title;
 * mention form: no capital letter ("director"), a pronoun ("he"), the share of capitalized
   words. Annotations that include pronouns and common nouns make many gold entities missing from
   the candidates; these columns let the model tell such mentions from proper names, so that its
@@ -51,6 +53,8 @@ BASE_FEATURE_NAMES: tuple[str, ...] = (
     "str_ratio",
     "str_token_set",
     "exact_name",
+    "name_qualified",
+    "exact_title",
     "surface_is_name_word",
     "surname_match",
     "given_name_match",
@@ -215,6 +219,9 @@ class FeatureExtractor:
                 block[r, col["str_ratio"]] = fuzz.ratio(surfaces[i], name_key) / 100.0
                 block[r, col["str_token_set"]] = fuzz.token_set_ratio(surfaces[i], name_key) / 100.0
                 block[r, col["exact_name"]] = surfaces[i] == name_key
+                full_name = self.kb.entity(cand.entity_id).name
+                block[r, col["name_qualified"]] = strip_qualifier(full_name) != full_name
+                block[r, col["exact_title"]] = surfaces[i] == normalize_alias(full_name)
                 block[r, col["surface_is_name_word"]] = len(words) > 1 and surfaces[i] in words
                 entity_type = self.kb.entity_type(cand.entity_id)
                 if entity_type == "person" and len(words) > 1:

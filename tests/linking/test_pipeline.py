@@ -158,3 +158,19 @@ def test_mention_form_columns_tell_pronouns_and_common_nouns_from_names(linker: 
     assert rows["president"] == {"surface_lowercase": 1.0, "surface_pronoun": 0.0, "surface_capitalized": 0.0}
     assert rows["Paris"]["surface_pronoun"] == 0.0 and rows["Paris"]["surface_capitalized"] == 1.0
     assert rows["Washington Post"]["surface_capitalized"] == 1.0
+
+
+def test_title_columns_mark_qualified_titles_and_whole_title_matches(linker: EntityLinker) -> None:
+    from linking.features import FEATURE_NAMES
+
+    text = "Victoria and Paris met in Washington."
+    spans = ["Victoria", "Paris"]
+    prepared = linker.prepare(text, [Mention(text.index(s), text.index(s) + len(s), s) for s in spans])
+    qualified, title = FEATURE_NAMES.index("name_qualified"), FEATURE_NAMES.index("exact_title")
+    rows = {}
+    for mention, cands, (lo, _hi) in zip(prepared.mentions, prepared.candidates, prepared.groups(), strict=True):
+        for offset, cand in enumerate(cands):
+            rows[(mention.surface, cand.entity_id)] = tuple(prepared.features[lo + offset, [qualified, title]])
+    assert rows[("Victoria", "Victoria (Australia)")] == (1.0, 0.0)  # a qualified title, matched without it
+    assert rows[("Paris", "Paris")] == (0.0, 1.0)  # the primary topic, matched whole
+    assert rows[("Paris", "Paris Hilton")] == (0.0, 0.0)
