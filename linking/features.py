@@ -127,15 +127,22 @@ class FeatureExtractor:
     def __init__(self, kb: KnowledgeBase, entity_index: EntityIndex) -> None:
         self.kb = kb
         self.entity_index = entity_index
-        self._name_words: dict[str, tuple[str, ...]] = {}
+        self._names: dict[str, tuple[tuple[str, ...], bool, str]] = {}
+
+    def _name_keys(self, entity_id: str) -> tuple[tuple[str, ...], bool, str]:
+        """Per entity, cached: its name's words (qualifier stripped), whether the title has a qualifier,
+        and the whole title normalized."""
+        keys = self._names.get(entity_id)
+        if keys is None:
+            name = self.kb.entity(entity_id).name
+            base = strip_qualifier(name)
+            keys = (tuple(normalize_alias(base).split()), base != name, normalize_alias(name))
+            self._names[entity_id] = keys
+        return keys
 
     def name_words(self, entity_id: str) -> tuple[str, ...]:
         """Normalized words of the entity's name (qualifier stripped), cached."""
-        words = self._name_words.get(entity_id)
-        if words is None:
-            words = tuple(normalize_alias(strip_qualifier(self.kb.entity(entity_id).name)).split())
-            self._name_words[entity_id] = words
-        return words
+        return self._name_keys(entity_id)[0]
 
     def document_features(
         self,
@@ -209,7 +216,7 @@ class FeatureExtractor:
             block[:, col["mention_type"]] = TYPE_CODES.get(mention_type or "", 0)
             for offset, cand in enumerate(cands):
                 r = offset
-                words = self.name_words(cand.entity_id)
+                words, qualified, title_key = self._name_keys(cand.entity_id)
                 name_key = " ".join(words)
                 sources = cand.sources
                 block[r, col["from_alias"]] = "alias" in sources
@@ -219,9 +226,8 @@ class FeatureExtractor:
                 block[r, col["str_ratio"]] = fuzz.ratio(surfaces[i], name_key) / 100.0
                 block[r, col["str_token_set"]] = fuzz.token_set_ratio(surfaces[i], name_key) / 100.0
                 block[r, col["exact_name"]] = surfaces[i] == name_key
-                full_name = self.kb.entity(cand.entity_id).name
-                block[r, col["name_qualified"]] = strip_qualifier(full_name) != full_name
-                block[r, col["exact_title"]] = surfaces[i] == normalize_alias(full_name)
+                block[r, col["name_qualified"]] = qualified
+                block[r, col["exact_title"]] = surfaces[i] == title_key
                 block[r, col["surface_is_name_word"]] = len(words) > 1 and surfaces[i] in words
                 entity_type = self.kb.entity_type(cand.entity_id)
                 if entity_type == "person" and len(words) > 1:
