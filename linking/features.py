@@ -7,8 +7,9 @@ One row per pair, grouped by mention. The columns (``FEATURE_NAMES``):
   and its popularity rank among the mention's candidates;
 * string: rapidfuzz ratio and token-set ratio of surface and name, exact name match (qualifier
   stripped), the surface being one word of the name; whether the entity's title has a qualifier
-  ("Contra (video game)", "Plains, Montana": by Wikipedia's naming, not the name's primary topic)
-  and whether the surface matches the whole title;
+  ("Contra (video game)", "Plains, Montana": by Wikipedia's naming, not the name's primary topic),
+  whether the surface matches the whole title, and whether it is the name's acronym ("AFP" for
+  Agence France-Presse, "U.N."), which the ratios score as a poor match;
 * mention form: no capital letter ("director"), a pronoun ("he"), the share of capitalized
   words. Annotations that include pronouns and common nouns make many gold entities missing from
   the candidates; these columns let the model tell such mentions from proper names, so that its
@@ -34,7 +35,7 @@ from rapidfuzz import fuzz
 from linking.entity_index import EntityIndex
 from linking.kb import KnowledgeBase
 from linking.mentions import LABEL_TYPES
-from linking.normalization import normalize_alias, strip_qualifier
+from linking.normalization import acronym, normalize_alias, strip_qualifier
 from linking.types import Candidate, Mention
 
 BASE_FEATURE_NAMES: tuple[str, ...] = (
@@ -55,6 +56,7 @@ BASE_FEATURE_NAMES: tuple[str, ...] = (
     "exact_name",
     "name_qualified",
     "exact_title",
+    "acronym_match",
     "surface_is_name_word",
     "surname_match",
     "given_name_match",
@@ -127,16 +129,21 @@ class FeatureExtractor:
     def __init__(self, kb: KnowledgeBase, entity_index: EntityIndex) -> None:
         self.kb = kb
         self.entity_index = entity_index
-        self._names: dict[str, tuple[tuple[str, ...], bool, str]] = {}
+        self._names: dict[str, tuple[tuple[str, ...], bool, str, str]] = {}
 
-    def _name_keys(self, entity_id: str) -> tuple[tuple[str, ...], bool, str]:
+    def _name_keys(self, entity_id: str) -> tuple[tuple[str, ...], bool, str, str]:
         """Per entity, cached: its name's words (qualifier stripped), whether the title has a qualifier,
-        and the whole title normalized."""
+        the whole title normalized, and the name's acronym normalized ("" if it has none)."""
         keys = self._names.get(entity_id)
         if keys is None:
             name = self.kb.entity(entity_id).name
             base = strip_qualifier(name)
-            keys = (tuple(normalize_alias(base).split()), base != name, normalize_alias(name))
+            keys = (
+                tuple(normalize_alias(base).split()),
+                base != name,
+                normalize_alias(name),
+                normalize_alias(acronym(base) or ""),
+            )
             self._names[entity_id] = keys
         return keys
 
@@ -213,10 +220,12 @@ class FeatureExtractor:
             block[:, col["surface_lowercase"]] = mention.surface == mention.surface.lower()
             block[:, col["surface_pronoun"]] = surfaces[i] in PRONOUNS
             block[:, col["surface_capitalized"]] = _capitalized_share(mention.surface)
+            # "AFP", "U.N.": two capitals or more, one word (not the pronoun "us")
+            acronym_form = " " not in mention.surface.strip() and sum(ch.isupper() for ch in mention.surface) >= 2
             block[:, col["mention_type"]] = TYPE_CODES.get(mention_type or "", 0)
             for offset, cand in enumerate(cands):
                 r = offset
-                words, qualified, title_key = self._name_keys(cand.entity_id)
+                words, qualified, title_key, acronym_key = self._name_keys(cand.entity_id)
                 name_key = " ".join(words)
                 sources = cand.sources
                 block[r, col["from_alias"]] = "alias" in sources
@@ -228,6 +237,7 @@ class FeatureExtractor:
                 block[r, col["exact_name"]] = surfaces[i] == name_key
                 block[r, col["name_qualified"]] = qualified
                 block[r, col["exact_title"]] = surfaces[i] == title_key
+                block[r, col["acronym_match"]] = acronym_form and surfaces[i] == acronym_key
                 block[r, col["surface_is_name_word"]] = len(words) > 1 and surfaces[i] in words
                 entity_type = self.kb.entity_type(cand.entity_id)
                 if entity_type == "person" and len(words) > 1:

@@ -12,6 +12,7 @@ documents the first pass has not seen, as at test time.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -296,6 +297,9 @@ def leave_one_dataset_out(
     return transfer
 
 
+_SUFFIX = re.compile(r"^(?:[IVX]+|Jr|Sr)\.?,?$")
+
+
 def shorten_person_mentions(documents: Sequence[LinkingDocument], kb: Any, *, seed: int = 13) -> list[LinkingDocument]:
     """Augmented copies of ``documents`` in which full person names are cut to one name.
 
@@ -328,8 +332,12 @@ def shorten_person_mentions(documents: Sequence[LinkingDocument], kb: Any, *, se
             ):
                 # Prefer a short form the alias table knows, so that the gold entity competes with
                 # that name's usual referents, as in the test sets ("Page" -> Page, Arizona).
-                known = [w for w in (words[0], words[-1]) if kb.has_exact_alias(w)]
-                options = known if known else [words[0], words[-1]]
+                # names only: not a suffix or regnal number ("John Paul II"), an initial or a
+                # particle ("F. W. de Klerk")
+                names = [w for w in words if w[:1].isupper() and len(w.rstrip(".")) > 1 and not _SUFFIX.match(w)]
+                names = names or words
+                known = [w for w in (names[0], names[-1]) if kb.has_exact_alias(w)]
+                options = known if known else [names[0], names[-1]]
                 replacement = options[0] if len(options) == 1 or rng.random() < 0.5 else options[1]
                 changed = True
             pieces.append(document.text[cursor : gold.start])

@@ -174,3 +174,22 @@ def test_title_columns_mark_qualified_titles_and_whole_title_matches(linker: Ent
     assert rows[("Victoria", "Victoria (Australia)")] == (1.0, 0.0)  # a qualified title, matched without it
     assert rows[("Paris", "Paris")] == (0.0, 1.0)  # the primary topic, matched whole
     assert rows[("Paris", "Paris Hilton")] == (0.0, 0.0)
+
+
+def test_acronym_column_marks_a_capitalized_surface_that_spells_the_name(linker: EntityLinker) -> None:
+    from linking.features import FEATURE_NAMES
+
+    text = "The UN met. The U.N. voted. The United Nations closed. Le un."
+    spans = [("UN", text.index("UN")), ("U.N.", text.index("U.N.")), ("United Nations", text.index("United"))]
+    spans.append(("un", text.rindex("un")))
+    prepared = linker.prepare(text, [Mention(i, i + len(s), s) for s, i in spans])
+    column = FEATURE_NAMES.index("acronym_match")
+    rows = {}
+    for mention, cands, (lo, _hi) in zip(prepared.mentions, prepared.candidates, prepared.groups(), strict=True):
+        for offset, cand in enumerate(cands):
+            rows[(mention.surface, cand.entity_id)] = float(prepared.features[lo + offset, column])
+    assert rows[("UN", "United Nations")] == 1.0
+    assert rows[("U.N.", "United Nations")] == 1.0
+    assert rows[("United Nations", "United Nations")] == 0.0  # the full name is not its acronym
+    assert rows.get(("un", "United Nations"), 0.0) == 0.0  # lower case: a word, not an acronym
+    assert sum(rows.values()) == 2.0  # no other candidate is marked

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from linking import AliasEntry, Entity, KnowledgeBase, LinkingDocument, shorten_person_mentions
+from linking.types import GoldMention
+
+
+def _doc(doc_id: str, text: str, *spans: tuple[str, str]) -> LinkingDocument:
+    mentions = []
+    for surface, entity in spans:
+        start = text.index(surface)
+        mentions.append(GoldMention(start, start + len(surface), surface, entity))
+    return LinkingDocument(doc_id, text, tuple(mentions))
+
+
+def test_person_names_are_cut_to_a_real_name_word_and_offsets_follow() -> None:
+    kb = KnowledgeBase(
+        [
+            Entity("Elizabeth II", "Elizabeth II", "Elizabeth II was a queen.", entity_type="person"),
+            Entity("F. W. de Klerk", "F. W. de Klerk", "F. W. de Klerk was a president.", entity_type="person"),
+            Entity("Saddam Hussein", "Saddam Hussein", "Saddam Hussein was president of Iraq.", entity_type="person"),
+            Entity("Hussein of Jordan", "Hussein of Jordan", "Hussein was king of Jordan.", entity_type="person"),
+            Entity("South Africa", "South Africa", "South Africa is a country.", entity_type="place"),
+        ],
+        [AliasEntry("Hussein", "Hussein of Jordan", 1)],
+    )
+    text = "Elizabeth II met F. W. de Klerk in South Africa; Saddam Hussein was not there."
+    document = _doc(
+        "d",
+        text,
+        ("Elizabeth II", "Elizabeth II"),
+        ("F. W. de Klerk", "F. W. de Klerk"),
+        ("South Africa", "South Africa"),
+        ("Saddam Hussein", "Saddam Hussein"),
+    )
+    (short,) = shorten_person_mentions([document], kb)
+    assert short.doc_id == "d#short"
+    # not the regnal number "II" or the initial "F." (whatever the draw between first and last
+    # name); "Hussein" is the form the alias table knows
+    for seed in range(8):
+        (copy,) = shorten_person_mentions([document], kb, seed=seed)
+        assert [m.surface for m in copy.mentions] == ["Elizabeth", "Klerk", "South Africa", "Hussein"]
+    assert [m.entity_id for m in short.mentions] == [m.entity_id for m in document.mentions]
+    assert all(short.text[m.start : m.end] == m.surface for m in short.mentions)
+    assert short.text == "Elizabeth met Klerk in South Africa; Hussein was not there."
+    # a document without a full person name yields no copy
+    assert shorten_person_mentions([_doc("e", "South Africa won.", ("South Africa", "South Africa"))], kb) == []
