@@ -31,9 +31,7 @@ def worker(*args: str, seed: int | None = None) -> subprocess.Popen[str]:
     env = dict(os.environ)
     if seed is not None:
         env["PYTHONHASHSEED"] = str(seed)
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env
-    )
+    return subprocess.Popen([sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
 
 
 def assert_consistent(registry: Registry) -> None:
