@@ -307,8 +307,9 @@ def shorten_person_mentions(documents: Sequence[LinkingDocument], kb: Any, *, se
     Victoria ..."). In each copy, every gold mention whose surface is a two-or-more-word name of a
     person entity is replaced in the text by its given name or its surname (one the alias table
     knows, if any, so the gold entity competes with that name's usual referents; else either, by
-    a seeded draw), and the offsets shift accordingly. Documents without such a mention are left
-    out.
+    a seeded draw), and the offsets shift accordingly. Initials, particles and suffixes are not
+    names: "F. W. de Klerk" becomes "Klerk", "Elizabeth II" "Elizabeth". Documents without such a
+    mention are left out.
     """
     import random
 

@@ -191,5 +191,5 @@ def test_acronym_column_marks_a_capitalized_surface_that_spells_the_name(linker:
     assert rows[("UN", "United Nations")] == 1.0
     assert rows[("U.N.", "United Nations")] == 1.0
     assert rows[("United Nations", "United Nations")] == 0.0  # the full name is not its acronym
-    assert rows.get(("un", "United Nations"), 0.0) == 0.0  # lower case: a word, not an acronym
+    assert rows[("un", "United Nations")] == 0.0  # lower case: a word, not an acronym
     assert sum(rows.values()) == 2.0  # no other candidate is marked
