@@ -12,6 +12,9 @@ first-pass score itself (:func:`linking.features.collective_features`). The link
 
 A mention is NIL when its best candidate's score is below ``nil_threshold`` and leads the
 runner-up by less than ``nil_margin``, both chosen by cross-validation (see :mod:`linking.training`).
+Mentions the linker detected itself may have their own rule (``nil_threshold_detected``,
+``nil_margin_detected``), chosen by end-to-end F1 on the detected mentions of the training
+documents: a detected span can be no entity mention at all, which a gold span never is.
 
 A model directory holds ``model.json`` (type, feature names, threshold, weights or the LightGBM
 boosters as text) and ``manifest.json`` (kind ``linker``, parents: the KB and the encoder).
@@ -100,6 +103,8 @@ class Disambiguator:
     config: DisambiguatorConfig = field(default_factory=DisambiguatorConfig)
     nil_threshold: float = 0.0
     nil_margin: float = 1.0
+    nil_threshold_detected: float | None = None
+    nil_margin_detected: float | None = None
     feature_names: tuple[str, ...] = FEATURE_NAMES
     second: Disambiguator | None = None
     _columns: int = len(FEATURE_NAMES)
@@ -194,11 +199,28 @@ class Disambiguator:
             return 1.0 / (1.0 + np.exp(-z))
         raise ModelNotTrainedError("the disambiguator has not been trained or loaded")
 
-    def with_threshold(self, threshold: float, margin: float = 1.0) -> Disambiguator:
-        """The same model with another NIL rule: NIL when the best score < ``threshold`` and leads by < ``margin``."""
+    def with_threshold(
+        self, threshold: float, margin: float = 1.0, *, detected: tuple[float, float] | None = None
+    ) -> Disambiguator:
+        """The same model with another NIL rule: NIL when the best score < ``threshold`` and leads by < ``margin``.
+
+        ``detected`` = (threshold, margin) sets the rule for detected mentions; without it they use
+        the same rule as given spans.
+        """
         self.nil_threshold = float(threshold)
         self.nil_margin = float(margin)
+        if detected is None:
+            self.nil_threshold_detected = self.nil_margin_detected = None
+        else:
+            self.nil_threshold_detected, self.nil_margin_detected = float(detected[0]), float(detected[1])
         return self
+
+    def nil_rule(self, *, detected: bool = False) -> tuple[float, float]:
+        """(threshold, margin) for given spans, or for detected mentions (their own rule if it has one)."""
+        if detected and self.nil_threshold_detected is not None:
+            margin = self.nil_margin_detected if self.nil_margin_detected is not None else 1.0
+            return self.nil_threshold_detected, margin
+        return self.nil_threshold, self.nil_margin
 
     def feature_importance(self) -> dict[str, float]:
         """Gain per feature (LightGBM) or |weight| (logistic) of this pass, for reports."""
@@ -221,6 +243,9 @@ class Disambiguator:
             "nil_margin": self.nil_margin,
             "columns": self._columns,
         }
+        if self.nil_threshold_detected is not None:
+            data["nil_threshold_detected"] = self.nil_threshold_detected
+            data["nil_margin_detected"] = self.nil_margin_detected
         if self.second is not None:
             data["second"] = self.second.to_dict()
         if self._booster is not None:
@@ -247,6 +272,9 @@ class Disambiguator:
             nil_margin=float(data.get("nil_margin", 1.0)),
             _columns=int(data.get("columns", len(FEATURE_NAMES))),
         )
+        if data.get("nil_threshold_detected") is not None:
+            model.nil_threshold_detected = float(data["nil_threshold_detected"])
+            model.nil_margin_detected = float(data.get("nil_margin_detected", 1.0))
         if "booster" in data:
             import lightgbm
 
@@ -285,6 +313,8 @@ class Disambiguator:
                     "model": self.config.to_dict(),
                     "nil_threshold": self.nil_threshold,
                     "nil_margin": self.nil_margin,
+                    "nil_threshold_detected": self.nil_threshold_detected,
+                    "nil_margin_detected": self.nil_margin_detected,
                 },
                 inputs=inputs,
                 parents=parents,

@@ -253,6 +253,6 @@ def _score_one(
         score_document(document, [], mode, result)
         return
     prepared = linker.prepare(document.text, mentions)
-    links = linker.decide(prepared, linker.score(prepared), options)
+    links = linker.decide(prepared, linker.score(prepared), options, detected=mode == "e2e")
     generated = [[c.entity_id for c in cands] for cands in prepared.candidates]
     score_document(document, links, mode, result, generated=generated)

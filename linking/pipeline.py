@@ -158,11 +158,28 @@ class EntityLinker:
         )
         return second.score(features)
 
-    def decide(self, prepared: PreparedDocument, scores: np.ndarray, options: LinkOptions | None = None) -> list[Link]:
-        """Links from candidate scores: best candidate, NIL when low and not clearly ahead, then coreference."""
+    def decide(
+        self,
+        prepared: PreparedDocument,
+        scores: np.ndarray,
+        options: LinkOptions | None = None,
+        *,
+        detected: bool = False,
+    ) -> list[Link]:
+        """Links from candidate scores: best candidate, NIL when low and not clearly ahead, then coreference.
+
+        ``detected`` says the mentions were detected, not given: the model's NIL rule for detected
+        mentions applies (if it has one and the options do not override it).
+        """
         options = options or LinkOptions()
-        threshold = options.nil_threshold if options.nil_threshold is not None else self.scorer.nil_threshold
-        margin = options.nil_margin if options.nil_margin is not None else getattr(self.scorer, "nil_margin", 1.0)
+        rule = getattr(self.scorer, "nil_rule", None)
+        model_threshold, model_margin = (
+            rule(detected=detected)
+            if rule is not None
+            else (self.scorer.nil_threshold, getattr(self.scorer, "nil_margin", 1.0))
+        )
+        threshold = options.nil_threshold if options.nil_threshold is not None else model_threshold
+        margin = options.nil_margin if options.nil_margin is not None else model_margin
         links = []
         for mention, cands, (lo, hi) in zip(prepared.mentions, prepared.candidates, prepared.groups(), strict=True):
             scored = sorted(
@@ -193,11 +210,12 @@ class EntityLinker:
         """
         options = options or LinkOptions()
         validate_request(text, mentions, options)
+        detected = mentions is None
         mentions = self.detect(text) if mentions is None else self.label_mentions(text, mentions)
         if not mentions:
             return []
         prepared = self.prepare(text, mentions)
-        links = self.decide(prepared, self.score(prepared), options)
+        links = self.decide(prepared, self.score(prepared), options, detected=detected)
         if not options.include_nil:
             links = [link for link in links if link.entity_id is not None]
         return links

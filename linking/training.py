@@ -7,6 +7,11 @@ threshold is tuned on out-of-fold scores: cross-validation folds are whole docum
 A collective (two-pass) model is stacked: the second pass is trained on collective features
 computed from *out-of-fold* first-pass scores, so it learns how far to trust first-pass picks of
 documents the first pass has not seen, as at test time.
+
+The same documents prepared on the mentions the detector finds (``prepare_documents(...,
+detected=True)``) are scored by the fold models too, and choose a second NIL rule by end-to-end
+F1: a detected span may be no entity mention at all (or one the annotators left out), which
+makes NIL the right answer more often than on gold spans.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from linking.types import LinkingDocument, Mention
 logger = logging.getLogger(__name__)
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 0.51, 0.02))
+# Detected mentions include spans that are no entity at all: their rule may need a higher threshold.
+THRESHOLDS_DETECTED = tuple(round(t, 2) for t in np.arange(0.0, 0.91, 0.02))
 MARGINS = (0.05, 0.1, 0.2, 0.3, 1.0)
 
 
@@ -41,6 +48,7 @@ class TrainingDocument:
     labels: np.ndarray
     dataset: str
     entity_vectors: np.ndarray
+    detected: bool = False
 
     def collective(self, first_scores: np.ndarray) -> np.ndarray:
         """The feature rows with the collective columns filled from ``first_scores``."""
@@ -67,7 +75,8 @@ class TrainingDocument:
 
 @dataclass
 class CrossValidation:
-    """Out-of-fold results: the chosen NIL rule (threshold, margin) and ED scores per dataset and overall."""
+    """Out-of-fold results: the chosen NIL rule (threshold, margin) and ED scores per dataset and overall;
+    with detected documents, also their NIL rule and end-to-end scores."""
 
     threshold: float
     margin: float = 1.0
@@ -75,14 +84,35 @@ class CrossValidation:
     f1_overall: float = 0.0
     f1_by_threshold: dict[float, float] = field(default_factory=dict)
     first_pass_scores: list[np.ndarray] | None = None
+    detected_threshold: float | None = None
+    detected_margin: float | None = None
+    e2e_f1_by_dataset: dict[str, float] = field(default_factory=dict)
+    e2e_f1_overall: float | None = None
+    e2e_f1_gold_rule: float | None = None
+
+    @property
+    def detected_rule(self) -> tuple[float, float] | None:
+        """(threshold, margin) for detected mentions, if detected documents were cross-validated."""
+        if self.detected_threshold is None or self.detected_margin is None:
+            return None
+        return self.detected_threshold, self.detected_margin
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "nil_threshold": float(self.threshold),
             "nil_margin": float(self.margin),
             "cv_f1": self.f1_overall,
             "cv_f1_by_dataset": self.f1_by_dataset,
         }
+        if self.detected_rule is not None:
+            data.update(
+                cv_detected_nil_threshold=self.detected_threshold,
+                cv_detected_nil_margin=self.detected_margin,
+                cv_e2e_f1_detected_rule=self.e2e_f1_overall,
+                cv_e2e_f1_detected_rule_by_dataset=self.e2e_f1_by_dataset,
+                cv_e2e_f1_gold_rule=self.e2e_f1_gold_rule,
+            )
+        return data
 
 
 def gold_mentions(linker: EntityLinker, document: LinkingDocument) -> list[Mention]:
@@ -92,19 +122,27 @@ def gold_mentions(linker: EntityLinker, document: LinkingDocument) -> list[Menti
 
 
 def prepare_documents(
-    linker: EntityLinker, documents: Sequence[LinkingDocument], dataset: str
+    linker: EntityLinker, documents: Sequence[LinkingDocument], dataset: str, *, detected: bool = False
 ) -> list[TrainingDocument]:
-    """Candidates, features and 0/1 labels of every gold mention of ``documents``."""
+    """Candidates, features and 0/1 labels of every gold mention of ``documents``.
+
+    With ``detected=True``, of every mention the linker's detector finds instead; a detected span
+    equal to a gold span is labelled with that gold entity, any other has no right candidate.
+    """
     out = []
     for document in documents:
-        prepared = linker.prepare(document.text, gold_mentions(linker, document))
+        mentions = linker.detect(document.text) if detected else gold_mentions(linker, document)
+        prepared = linker.prepare(document.text, mentions)
         labels = np.zeros(len(prepared.features), dtype=np.int32)
-        for gold, cands, (lo, _hi) in zip(document.mentions, prepared.candidates, prepared.groups(), strict=True):
+        gold_by_span = {(g.start, g.end): g.entity_id for g in document.mentions}
+        for mention, cands, (lo, _hi) in zip(prepared.mentions, prepared.candidates, prepared.groups(), strict=True):
             ids = [c.entity_id for c in cands]
-            if gold.entity_id is not None and gold.entity_id in ids:
-                labels[lo + ids.index(gold.entity_id)] = 1
+            entity_id = gold_by_span.get((mention.start, mention.end))
+            if entity_id is not None and entity_id in ids:
+                labels[lo + ids.index(entity_id)] = 1
         entity_ids = [c.entity_id for cands in prepared.candidates for c in cands]
-        out.append(TrainingDocument(document, prepared, labels, dataset, linker.entity_index.matrix(entity_ids)))
+        vectors = linker.entity_index.matrix(entity_ids)
+        out.append(TrainingDocument(document, prepared, labels, dataset, vectors, detected=detected))
     return out
 
 
@@ -155,19 +193,39 @@ def _folds(documents: Sequence[TrainingDocument], folds: int) -> list[tuple[np.n
     return list(GroupKFold(n_splits=n_splits).split(np.arange(len(documents)), groups=groups))
 
 
+def _first_pass_models(
+    documents: Sequence[TrainingDocument],
+    config: DisambiguatorConfig,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> list[Disambiguator]:
+    """One first-pass model per fold, trained on the fold's training part."""
+    models = []
+    for train_idx, _test_idx in splits:
+        part = [documents[i] for i in train_idx]
+        features, labels = stack(part)
+        sizes = [n for d in part for n in d.group_sizes]
+        models.append(Disambiguator.train(features, labels, config, group_sizes=sizes, columns=FIRST_PASS_COLUMNS))
+    return models
+
+
+def _out_of_fold(
+    documents: Sequence[TrainingDocument],
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    models: Sequence[Disambiguator],
+) -> list[np.ndarray]:
+    scores: list[np.ndarray] = [np.zeros(0)] * len(documents)
+    for (_train_idx, test_idx), model in zip(splits, models, strict=True):
+        for i in test_idx:
+            scores[i] = model.score(documents[i].prepared.features)
+    return scores
+
+
 def out_of_fold_first_pass(
     documents: Sequence[TrainingDocument], config: DisambiguatorConfig, *, folds: int = 5
 ) -> list[np.ndarray]:
     """First-pass scores of every document from a model not trained on it (document-grouped folds)."""
-    scores: list[np.ndarray] = [np.zeros(0)] * len(documents)
-    for train_idx, test_idx in _folds(documents, folds):
-        part = [documents[i] for i in train_idx]
-        features, labels = stack(part)
-        sizes = [n for d in part for n in d.group_sizes]
-        model = Disambiguator.train(features, labels, config, group_sizes=sizes, columns=FIRST_PASS_COLUMNS)
-        for i in test_idx:
-            scores[i] = model.score(documents[i].prepared.features)
-    return scores
+    splits = _folds(documents, folds)
+    return _out_of_fold(documents, splits, _first_pass_models(documents, config, splits))
 
 
 def evaluate_prepared(
@@ -176,13 +234,32 @@ def evaluate_prepared(
     scores: Sequence[np.ndarray],
     options: LinkOptions,
 ) -> dict[str, EvaluationResult]:
-    """ED results per dataset (and ``all``) of given per-document scores."""
+    """ED results per dataset (and ``all``) of given per-document scores; e2e results for detected documents."""
     results: dict[str, EvaluationResult] = {}
     for doc, doc_scores in zip(documents, scores, strict=True):
-        links = linker.decide(doc.prepared, doc_scores, options)
+        mode = "e2e" if doc.detected else "ed"
+        links = linker.decide(doc.prepared, doc_scores, options, detected=doc.detected) if doc.prepared.mentions else []
         for key in (doc.dataset, "all"):
-            score_document(doc.document, links, "ed", results.setdefault(key, EvaluationResult("ed")))
+            score_document(doc.document, links, mode, results.setdefault(key, EvaluationResult(mode)))
     return results
+
+
+def _choose_rule(
+    linker: EntityLinker,
+    documents: Sequence[TrainingDocument],
+    scores: Sequence[np.ndarray],
+    coreference: bool,
+    thresholds: Sequence[float] = THRESHOLDS,
+) -> tuple[float, float, dict[tuple[float, float], float]]:
+    """The (threshold, margin) with the best F1 over ``documents``; among ties the rule that makes
+    fewer NILs (lower threshold, then smaller margin). Also F1 by rule."""
+    by_rule: dict[tuple[float, float], float] = {}
+    for m in MARGINS:
+        for t in thresholds:
+            options = LinkOptions(nil_threshold=t, nil_margin=m, coreference=coreference, top_candidates=30)
+            by_rule[(t, m)] = evaluate_prepared(linker, documents, scores, options)["all"].counts.f1
+    best, best_margin = max(by_rule, key=lambda rule: (round(by_rule[rule], 6), -rule[0], -rule[1]))
+    return best, best_margin, by_rule
 
 
 def cross_validate(
@@ -192,23 +269,34 @@ def cross_validate(
     *,
     folds: int = 5,
     coreference: bool = True,
+    detected: Sequence[TrainingDocument] = (),
 ) -> CrossValidation:
     """Document-grouped k-fold CV: out-of-fold ED F1 per dataset, and the NIL rule that maximizes it.
 
     F1 is the data README's ED F1 (a NIL prediction costs recall, a wrong entity costs both).
     For a collective config the first pass's out-of-fold scores feed the second pass's
     features, in CV and (kept in ``first_pass_scores``) for the final fit.
+
+    ``detected`` documents (the same documents prepared with ``detected=True``) are scored by the
+    model of the fold that holds their document out; the NIL rule for detected mentions is the one
+    that maximizes their end-to-end F1. They are not trained on.
     """
     config = config or DisambiguatorConfig()
     splits = _folds(documents, folds)
-    first = out_of_fold_first_pass(documents, config, folds=folds) if config.collective else None
+    first_models = _first_pass_models(documents, config, splits) if config.collective else None
+    first = _out_of_fold(documents, splits, first_models) if first_models is not None else None
     oof: list[np.ndarray] = [np.zeros(0)] * len(documents)
-    for train_idx, test_idx in splits:
+    detected_oof: list[np.ndarray | None] = [None] * len(detected)
+    for fold, (train_idx, test_idx) in enumerate(splits):
         part = [documents[i] for i in train_idx]
-        if first is None:
+        held_out = {documents[i].group for i in test_idx}
+        extra = [j for j, d in enumerate(detected) if d.group in held_out]
+        if first is None or first_models is None:
             model = train_disambiguator(part, config)
             for i in test_idx:
                 oof[i] = model.score(documents[i].prepared.features)
+            for j in extra:
+                detected_oof[j] = model.score(detected[j].prepared.features)
         else:
             features = np.concatenate([documents[i].collective(first[i]) for i in train_idx])
             labels = np.concatenate([documents[i].labels for i in train_idx])
@@ -216,16 +304,13 @@ def cross_validate(
             second = Disambiguator.train(features, labels, config, group_sizes=sizes)
             for i in test_idx:
                 oof[i] = second.score(documents[i].collective(first[i]))
+            for j in extra:
+                first_scores = first_models[fold].score(detected[j].prepared.features)
+                detected_oof[j] = second.score(detected[j].collective(first_scores))
     originals = [i for i, d in enumerate(documents) if not d.augmented]
     scores = [oof[i] for i in originals]
     kept = [documents[i] for i in originals]
-    by_rule: dict[tuple[float, float], float] = {}
-    for m in MARGINS:
-        for t in THRESHOLDS:
-            options = LinkOptions(nil_threshold=t, nil_margin=m, coreference=coreference, top_candidates=30)
-            by_rule[(t, m)] = evaluate_prepared(linker, kept, scores, options)["all"].counts.f1
-    # the best F1; among ties the rule that makes fewer NILs (lower threshold, then smaller margin)
-    best, best_margin = max(by_rule, key=lambda rule: (round(by_rule[rule], 6), -rule[0], -rule[1]))
+    best, best_margin, by_rule = _choose_rule(linker, kept, scores, coreference)
     options = LinkOptions(nil_threshold=best, nil_margin=best_margin, coreference=coreference, top_candidates=30)
     results = evaluate_prepared(linker, kept, scores, options)
     cv = CrossValidation(
@@ -243,6 +328,28 @@ def cross_validate(
         best_margin,
         cv.f1_by_dataset,
     )
+    if detected:
+        missing = [detected[j].document.doc_id for j, s in enumerate(detected_oof) if s is None]
+        if missing:
+            raise ValueError(f"detected documents without a gold-span counterpart: {', '.join(missing[:5])}")
+        detected_scores = [s for s in detected_oof if s is not None]
+        threshold, margin, _ = _choose_rule(linker, detected, detected_scores, coreference, THRESHOLDS_DETECTED)
+        options = LinkOptions(nil_threshold=threshold, nil_margin=margin, coreference=coreference, top_candidates=30)
+        e2e = evaluate_prepared(linker, detected, detected_scores, options)
+        gold_rule = LinkOptions(nil_threshold=best, nil_margin=best_margin, coreference=coreference, top_candidates=30)
+        cv.detected_threshold, cv.detected_margin = threshold, margin
+        cv.e2e_f1_by_dataset = {k: round(v.counts.f1, 4) for k, v in e2e.items() if k != "all"}
+        cv.e2e_f1_overall = round(e2e["all"].counts.f1, 4)
+        cv.e2e_f1_gold_rule = round(evaluate_prepared(linker, detected, detected_scores, gold_rule)["all"].counts.f1, 4)
+        logger.info(
+            "cross-validation, detected mentions: e2e F1 %.4f with NIL below %.2f and lead < %.2f (%s); "
+            "%.4f with the gold-span rule",
+            cv.e2e_f1_overall,
+            threshold,
+            margin,
+            cv.e2e_f1_by_dataset,
+            cv.e2e_f1_gold_rule,
+        )
     return cv
 
 
@@ -257,9 +364,19 @@ class Transfer:
 
     f1_by_dataset: dict[str, float] = field(default_factory=dict)
     f1_overall: float = 0.0
+    e2e_f1_by_dataset: dict[str, float] = field(default_factory=dict)
+    e2e_f1_overall: float | None = None
+    e2e_f1_ed_rule: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"transfer_f1": self.f1_overall, "transfer_f1_by_dataset": self.f1_by_dataset}
+        data: dict[str, Any] = {"transfer_f1": self.f1_overall, "transfer_f1_by_dataset": self.f1_by_dataset}
+        if self.e2e_f1_overall is not None:
+            data.update(
+                transfer_e2e_f1=self.e2e_f1_overall,
+                transfer_e2e_f1_by_dataset=self.e2e_f1_by_dataset,
+                transfer_e2e_f1_ed_rule=self.e2e_f1_ed_rule,
+            )
+        return data
 
 
 def leave_one_dataset_out(
@@ -269,32 +386,60 @@ def leave_one_dataset_out(
     *,
     folds: int = 5,
     coreference: bool = True,
+    detected: Sequence[TrainingDocument] = (),
 ) -> Transfer:
-    """Train on every dataset but one (NIL rule by CV on those), score the one left out; for each dataset."""
+    """Train on every dataset but one (NIL rule by CV on those), score the one left out; for each dataset.
+
+    With ``detected`` documents, the left-out set's detected mentions are scored end to end too,
+    with the detected-mention NIL rule chosen on the other sets, and (for comparison) with the
+    gold-span rule.
+    """
     config = config or DisambiguatorConfig()
     datasets = sorted({d.dataset for d in documents})
     if len(datasets) < 2:
         raise ValueError("leave-one-dataset-out needs documents from at least two datasets")
-    overall = PRFCounts()
+    overall, e2e_overall, e2e_ed_rule = PRFCounts(), PRFCounts(), PRFCounts()
     by_dataset: dict[str, float] = {}
+    e2e_by_dataset: dict[str, float] = {}
     for held in datasets:
         train = [d for d in documents if d.dataset != held]
         scored = [d for d in documents if d.dataset == held and not d.augmented]
-        cv = cross_validate(linker, train, config, folds=folds, coreference=coreference)
+        train_detected = [d for d in detected if d.dataset != held]
+        cv = cross_validate(linker, train, config, folds=folds, coreference=coreference, detected=train_detected)
         model = train_disambiguator(train, config, first_pass_scores=cv.first_pass_scores, folds=folds)
-        scores = []
-        for doc in scored:
-            first = model.score(doc.prepared.features)
-            scores.append(model.second.score(doc.collective(first)) if model.second is not None else first)
         options = LinkOptions(
             nil_threshold=cv.threshold, nil_margin=cv.margin, coreference=coreference, top_candidates=30
         )
-        result = evaluate_prepared(linker, scored, scores, options)["all"]
+        result = evaluate_prepared(linker, scored, [_model_scores(model, d) for d in scored], options)["all"]
         by_dataset[held] = round(result.counts.f1, 4)
         overall += result.counts
+        held_detected = [d for d in detected if d.dataset == held]
+        if held_detected and cv.detected_rule is not None:
+            scores = [_model_scores(model, d) for d in held_detected]
+            threshold, margin = cv.detected_rule
+            rule = LinkOptions(nil_threshold=threshold, nil_margin=margin, coreference=coreference, top_candidates=30)
+            e2e = evaluate_prepared(linker, held_detected, scores, rule)["all"].counts
+            e2e_by_dataset[held] = round(e2e.f1, 4)
+            e2e_overall += e2e
+            e2e_ed_rule += evaluate_prepared(linker, held_detected, scores, options)["all"].counts
     transfer = Transfer(by_dataset, round(overall.f1, 4))
     logger.info("leave-one-dataset-out: F1 %.4f (%s)", transfer.f1_overall, by_dataset)
+    if e2e_by_dataset:
+        transfer.e2e_f1_by_dataset = e2e_by_dataset
+        transfer.e2e_f1_overall = round(e2e_overall.f1, 4)
+        transfer.e2e_f1_ed_rule = round(e2e_ed_rule.f1, 4)
+        logger.info(
+            "leave-one-dataset-out, detected mentions: e2e F1 %.4f (%s); with the gold-span NIL rule %.4f",
+            transfer.e2e_f1_overall,
+            e2e_by_dataset,
+            transfer.e2e_f1_ed_rule,
+        )
     return transfer
+
+
+def _model_scores(model: Disambiguator, document: TrainingDocument) -> np.ndarray:
+    first = model.score(document.prepared.features)
+    return model.second.score(document.collective(first)) if model.second is not None else first
 
 
 _SUFFIX = re.compile(r"^(?:[IVX]+|Jr|Sr)\.?,?$")

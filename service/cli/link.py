@@ -72,6 +72,12 @@ def register(groups: Any) -> None:
     linker.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by document (default 5)")
     linker.add_argument("--no-augment", action="store_true", help="do not add short-name copies of the documents")
     linker.add_argument(
+        "--detected-nil-rule",
+        action="store_true",
+        help="give detected mentions their own NIL rule, chosen by end-to-end F1 on the training documents "
+        "(off by default: with partial annotations it learns to abstain; see docs/benchmarks.md)",
+    )
+    linker.add_argument(
         "--transfer",
         action="store_true",
         help="also score each benchmark with a model trained on the others only (leave-one-dataset-out; "
@@ -180,18 +186,22 @@ def run_train_linker(args: argparse.Namespace) -> int:
     if args.transfer and len({path.stem for path in args.benchmark}) < 2:
         raise InvalidRequestError("--transfer", "needs two or more --benchmark files with different names")
     linker = _linker(args.kb, None)
-    documents = []
+    documents, detected = [], []
     for path in args.benchmark:
         originals = read_benchmark(path)
         documents += prepare_documents(linker, originals, path.stem)
         if not args.no_augment:
             documents += prepare_documents(linker, shorten_person_mentions(originals, linker.kb), path.stem)
+        # the detector's mentions of the same documents choose the NIL rule for detected mentions
+        detected += prepare_documents(linker, originals, path.stem, detected=True)
     config = DisambiguatorConfig(model_type=args.model_type)
-    cv = cross_validate(linker, documents, config, folds=args.folds)
+    cv = cross_validate(linker, documents, config, folds=args.folds, detected=detected)
     model = train_disambiguator(documents, config, first_pass_scores=cv.first_pass_scores, folds=args.folds)
-    model = model.with_threshold(cv.threshold, cv.margin)
+    model = model.with_threshold(cv.threshold, cv.margin, detected=cv.detected_rule if args.detected_nil_rule else None)
     model.metrics = cv.to_dict()
-    transfer = leave_one_dataset_out(linker, documents, config, folds=args.folds) if args.transfer else None
+    transfer = (
+        leave_one_dataset_out(linker, documents, config, folds=args.folds, detected=detected) if args.transfer else None
+    )
     if transfer is not None:
         model.metrics.update(transfer.to_dict())
     linker.scorer = model
@@ -205,6 +215,7 @@ def run_train_linker(args: argparse.Namespace) -> int:
             parents={"kb": kb_id, "encoder": linker.encoder.checksum},
             params={
                 "augment": not args.no_augment,
+                "detected_nil_rule": args.detected_nil_rule,
                 "folds": args.folds,
                 "max_context_chars": linker.config.max_context_chars,
                 "candidates": linker.config.candidates.__dict__,
@@ -220,8 +231,20 @@ def run_train_linker(args: argparse.Namespace) -> int:
         f"{manifest.version}: CV F1 {cv.f1_overall:.4f} {cv.f1_by_dataset}, "
         f"NIL below {cv.threshold:.2f} when leading by < {cv.margin:.2f} -> {out}"
     )
+    if cv.detected_rule is not None:
+        used = "used" if args.detected_nil_rule else "not used; --detected-nil-rule to use it"
+        print(
+            f"detected mentions: CV e2e F1 {cv.e2e_f1_gold_rule:.4f} with the gold-span NIL rule; "
+            f"{cv.e2e_f1_overall:.4f} {cv.e2e_f1_by_dataset} with their own rule, "
+            f"NIL below {cv.detected_rule[0]:.2f} when leading by < {cv.detected_rule[1]:.2f} ({used})"
+        )
     if transfer is not None:
         print(f"leave-one-dataset-out F1 {transfer.f1_overall:.4f} {transfer.f1_by_dataset}")
+        if transfer.e2e_f1_overall is not None:
+            print(
+                f"leave-one-dataset-out e2e F1 {transfer.e2e_f1_overall:.4f} {transfer.e2e_f1_by_dataset} "
+                f"(with the gold-span NIL rule: {transfer.e2e_f1_ed_rule:.4f})"
+            )
     return 0
 
 

@@ -31,6 +31,11 @@ def test_learns_the_signal_and_round_trips(model_type: str, tmp_path: Path) -> N
     assert loaded.nil_threshold == 0.2
     assert manifest.kind == "linker" and manifest.parents == {"kb": "abc"}
     assert Manifest.read(tmp_path / "m").params["nil_threshold"] == 0.2
+    assert loaded.nil_rule(detected=True) == loaded.nil_rule() == (0.2, 1.0)  # no rule of their own
+    model.with_threshold(0.2, 0.3, detected=(0.6, 1.0)).save(tmp_path / "d", parents={}, params={}, inputs={})
+    loaded, manifest = Disambiguator.load(tmp_path / "d")
+    assert loaded.nil_rule() == (0.2, 0.3) and loaded.nil_rule(detected=True) == (0.6, 1.0)
+    assert manifest.params["nil_threshold_detected"] == 0.6
 
 
 def test_untrained_model_raises() -> None:

@@ -12,6 +12,7 @@ from linking import (
     LinkOptions,
     Mention,
     MentionDetector,
+    cross_validate,
     prepare_documents,
     train_disambiguator,
 )
@@ -88,6 +89,46 @@ def test_nil_threshold_and_unknown_names(linker: EntityLinker) -> None:
         "Zorblax visited Paris.", [Mention(16, 21, "Paris")], LinkOptions(nil_threshold=1.0, nil_margin=0.0)
     )
     assert not clear_winner[0].is_nil  # below the threshold, but NIL also needs a lead under the margin
+
+
+def test_detected_mentions_follow_their_own_nil_rule(linker: EntityLinker) -> None:
+    text = "Yesterday Michael Jordan visited Paris with friends."
+    given = [Mention(10, 24, "Michael Jordan"), Mention(33, 38, "Paris")]
+    linker.scorer.with_threshold(0.0, 1.0, detected=(1.01, 1.0))  # detected mentions: always NIL
+    assert all(not link.is_nil for link in linker.link(text, given))  # given spans: the gold-span rule
+    detected = linker.link(text)
+    assert {"Michael Jordan", "Paris"} <= {link.mention.surface for link in detected}
+    assert all(link.is_nil for link in detected)
+    # the request's own threshold overrides both rules
+    assert all(not link.is_nil for link in linker.link(text, options=LinkOptions(nil_threshold=0.0)))
+    linker.scorer.with_threshold(0.0, 1.0)  # no detected rule: detected mentions use the gold-span rule
+    assert all(not link.is_nil for link in linker.link(text))
+
+
+def test_cross_validation_chooses_a_nil_rule_for_detected_mentions(linker: EntityLinker) -> None:
+    extra = [
+        doc("9", "Michael Jordan and the Bulls won in Paris, France.", ("Michael Jordan", "Michael Jordan")),
+        doc("10", "In Paris, Michael Jordan filmed Creed as an actor.", ("Michael Jordan", "Michael B. Jordan")),
+    ]
+    originals = TRAIN + extra
+    documents = prepare_documents(linker, originals, "tiny")
+    detected = prepare_documents(linker, originals, "tiny", detected=True)
+    assert all(d.detected for d in detected) and not any(d.detected for d in documents)
+    # a detected span equal to a gold span carries its label; "Paris" in doc 9 is not annotated
+    nine = detected[8]
+    spans = {(m.start, m.end): m.surface for m in nine.prepared.mentions}
+    assert (0, 14) in spans and any(s == "Paris" for s in spans.values())
+    assert nine.labels.sum() == 1
+    config = DisambiguatorConfig(model_type="logistic")
+    cv = cross_validate(linker, documents, config, folds=2, detected=detected)
+    assert cv.detected_rule is not None and cv.e2e_f1_overall is not None
+    assert set(cv.e2e_f1_by_dataset) == {"tiny"}
+    # unannotated detections ("Paris", "Bulls", "France") cost precision unless NIL: the rule makes some NIL
+    assert cv.detected_rule[0] > 0.0
+    assert cv.to_dict()["cv_detected_nil_threshold"] == cv.detected_rule[0]
+    assert cv.e2e_f1_gold_rule is not None and cv.e2e_f1_gold_rule <= cv.e2e_f1_overall
+    with pytest.raises(ValueError, match="gold-span counterpart"):
+        cross_validate(linker, documents[:8], config, folds=2, detected=detected)
 
 
 @pytest.mark.parametrize(

@@ -149,6 +149,17 @@ def test_train_linker_reports_leave_one_dataset_out_transfer(tmp_path: Path, cap
     # must still link most of them, or transfer is broken.
     assert metrics["transfer_f1_by_dataset"]["sports"] >= 0.6
     assert 0.0 <= metrics["cv_f1"] <= 1.0
+    # the detector's mentions of the same documents are scored end to end, and choose a NIL rule of their
+    # own, which the model uses only when asked to
+    assert "detected mentions: CV e2e F1" in printed and "leave-one-dataset-out e2e F1" in printed
+    assert 0.0 <= metrics["cv_detected_nil_threshold"] <= 0.9
+    assert 0.0 <= metrics["cv_e2e_f1_gold_rule"] <= metrics["cv_e2e_f1_detected_rule"] <= 1.0
+    assert set(metrics["transfer_e2e_f1_by_dataset"]) == {"sports", "people"}
+    assert "nil_threshold_detected" not in json.loads((out / "model.json").read_text())
+    detected = tmp_path / "detected"
+    assert main([*args, "--folds", "2", "--model-type", "logistic", "--detected-nil-rule", "--out", str(detected)]) == 0
+    model = json.loads((detected / "model.json").read_text())
+    assert model["nil_threshold_detected"] == metrics["cv_detected_nil_threshold"]
 
 
 def test_train_linker_transfer_needs_two_benchmarks(tmp_path: Path, capsys) -> None:
