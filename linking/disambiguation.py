@@ -46,11 +46,13 @@ FIRST_PASS_COLUMNS = len(BASE_FEATURE_NAMES)
 
 
 class Scorer(Protocol):
-    """Anything that scores feature rows (higher = more likely the right entity)."""
+    """Anything that scores feature rows (higher = more likely the right entity) and has a NIL rule."""
 
     nil_threshold: float
 
     def score(self, features: np.ndarray) -> np.ndarray: ...
+
+    def nil_rule(self, *, detected: bool = False) -> tuple[float, float]: ...
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ class PriorScorer:
 
     nil_threshold = 0.0
     nil_margin = 1.0
+
+    def nil_rule(self, *, detected: bool = False) -> tuple[float, float]:
+        return self.nil_threshold, self.nil_margin
 
     def score(self, features: np.ndarray) -> np.ndarray:
         return (

@@ -172,12 +172,7 @@ class EntityLinker:
         mentions applies (if it has one and the options do not override it).
         """
         options = options or LinkOptions()
-        rule = getattr(self.scorer, "nil_rule", None)
-        model_threshold, model_margin = (
-            rule(detected=detected)
-            if rule is not None
-            else (self.scorer.nil_threshold, getattr(self.scorer, "nil_margin", 1.0))
-        )
+        model_threshold, model_margin = self.scorer.nil_rule(detected=detected)
         threshold = options.nil_threshold if options.nil_threshold is not None else model_threshold
         margin = options.nil_margin if options.nil_margin is not None else model_margin
         links = []
