@@ -366,7 +366,7 @@ class Transfer:
     f1_overall: float = 0.0
     e2e_f1_by_dataset: dict[str, float] = field(default_factory=dict)
     e2e_f1_overall: float | None = None
-    e2e_f1_ed_rule: float | None = None
+    e2e_f1_gold_rule: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"transfer_f1": self.f1_overall, "transfer_f1_by_dataset": self.f1_by_dataset}
@@ -374,7 +374,7 @@ class Transfer:
             data.update(
                 transfer_e2e_f1=self.e2e_f1_overall,
                 transfer_e2e_f1_by_dataset=self.e2e_f1_by_dataset,
-                transfer_e2e_f1_ed_rule=self.e2e_f1_ed_rule,
+                transfer_e2e_f1_gold_rule=self.e2e_f1_gold_rule,
             )
         return data
 
@@ -398,7 +398,7 @@ def leave_one_dataset_out(
     datasets = sorted({d.dataset for d in documents})
     if len(datasets) < 2:
         raise ValueError("leave-one-dataset-out needs documents from at least two datasets")
-    overall, e2e_overall, e2e_ed_rule = PRFCounts(), PRFCounts(), PRFCounts()
+    overall, e2e_overall, e2e_gold_rule = PRFCounts(), PRFCounts(), PRFCounts()
     by_dataset: dict[str, float] = {}
     e2e_by_dataset: dict[str, float] = {}
     for held in datasets:
@@ -421,18 +421,18 @@ def leave_one_dataset_out(
             e2e = evaluate_prepared(linker, held_detected, scores, rule)["all"].counts
             e2e_by_dataset[held] = round(e2e.f1, 4)
             e2e_overall += e2e
-            e2e_ed_rule += evaluate_prepared(linker, held_detected, scores, options)["all"].counts
+            e2e_gold_rule += evaluate_prepared(linker, held_detected, scores, options)["all"].counts
     transfer = Transfer(by_dataset, round(overall.f1, 4))
     logger.info("leave-one-dataset-out: F1 %.4f (%s)", transfer.f1_overall, by_dataset)
     if e2e_by_dataset:
         transfer.e2e_f1_by_dataset = e2e_by_dataset
         transfer.e2e_f1_overall = round(e2e_overall.f1, 4)
-        transfer.e2e_f1_ed_rule = round(e2e_ed_rule.f1, 4)
+        transfer.e2e_f1_gold_rule = round(e2e_gold_rule.f1, 4)
         logger.info(
             "leave-one-dataset-out, detected mentions: e2e F1 %.4f (%s); with the gold-span NIL rule %.4f",
             transfer.e2e_f1_overall,
             e2e_by_dataset,
-            transfer.e2e_f1_ed_rule,
+            transfer.e2e_f1_gold_rule,
         )
     return transfer
 

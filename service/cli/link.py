@@ -243,7 +243,7 @@ def run_train_linker(args: argparse.Namespace) -> int:
         if transfer.e2e_f1_overall is not None:
             print(
                 f"leave-one-dataset-out e2e F1 {transfer.e2e_f1_overall:.4f} {transfer.e2e_f1_by_dataset} "
-                f"(with the gold-span NIL rule: {transfer.e2e_f1_ed_rule:.4f})"
+                f"(with the gold-span NIL rule: {transfer.e2e_f1_gold_rule:.4f})"
             )
     return 0
 
