@@ -62,9 +62,9 @@ class DisambiguatorConfig:
     model_type: str = "lightgbm"
     objective: str = "binary"
     collective: bool = True
-    n_estimators: int = 300
+    n_estimators: int = 600
     learning_rate: float = 0.03
-    num_leaves: int = 15
+    num_leaves: int = 31
     min_child_samples: int = 20
     subsample: float = 0.8
     colsample: float = 0.8
