@@ -238,10 +238,15 @@ def evaluate_prepared(
     results: dict[str, EvaluationResult] = {}
     for doc, doc_scores in zip(documents, scores, strict=True):
         mode = "e2e" if doc.detected else "ed"
-        links = linker.decide(doc.prepared, doc_scores, options, detected=doc.detected) if doc.prepared.mentions else []
+        links = linker.decide(doc.prepared, doc_scores, options, detected=doc.detected)
         for key in (doc.dataset, "all"):
             score_document(doc.document, links, mode, results.setdefault(key, EvaluationResult(mode)))
     return results
+
+
+def _rule(threshold: float, margin: float, coreference: bool) -> LinkOptions:
+    """Options that apply one NIL rule (for scoring out-of-fold or held-out documents)."""
+    return LinkOptions(nil_threshold=threshold, nil_margin=margin, coreference=coreference, top_candidates=30)
 
 
 def _choose_rule(
@@ -256,8 +261,7 @@ def _choose_rule(
     by_rule: dict[tuple[float, float], float] = {}
     for m in MARGINS:
         for t in thresholds:
-            options = LinkOptions(nil_threshold=t, nil_margin=m, coreference=coreference, top_candidates=30)
-            by_rule[(t, m)] = evaluate_prepared(linker, documents, scores, options)["all"].counts.f1
+            by_rule[(t, m)] = evaluate_prepared(linker, documents, scores, _rule(t, m, coreference))["all"].counts.f1
     best, best_margin = max(by_rule, key=lambda rule: (round(by_rule[rule], 6), -rule[0], -rule[1]))
     return best, best_margin, by_rule
 
@@ -311,8 +315,8 @@ def cross_validate(
     scores = [oof[i] for i in originals]
     kept = [documents[i] for i in originals]
     best, best_margin, by_rule = _choose_rule(linker, kept, scores, coreference)
-    options = LinkOptions(nil_threshold=best, nil_margin=best_margin, coreference=coreference, top_candidates=30)
-    results = evaluate_prepared(linker, kept, scores, options)
+    gold_rule = _rule(best, best_margin, coreference)
+    results = evaluate_prepared(linker, kept, scores, gold_rule)
     cv = CrossValidation(
         threshold=best,
         margin=best_margin,
@@ -334,9 +338,7 @@ def cross_validate(
             raise ValueError(f"detected documents without a gold-span counterpart: {', '.join(missing[:5])}")
         detected_scores = [s for s in detected_oof if s is not None]
         threshold, margin, _ = _choose_rule(linker, detected, detected_scores, coreference, THRESHOLDS_DETECTED)
-        options = LinkOptions(nil_threshold=threshold, nil_margin=margin, coreference=coreference, top_candidates=30)
-        e2e = evaluate_prepared(linker, detected, detected_scores, options)
-        gold_rule = LinkOptions(nil_threshold=best, nil_margin=best_margin, coreference=coreference, top_candidates=30)
+        e2e = evaluate_prepared(linker, detected, detected_scores, _rule(threshold, margin, coreference))
         cv.detected_threshold, cv.detected_margin = threshold, margin
         cv.e2e_f1_by_dataset = {k: round(v.counts.f1, 4) for k, v in e2e.items() if k != "all"}
         cv.e2e_f1_overall = round(e2e["all"].counts.f1, 4)
@@ -407,18 +409,14 @@ def leave_one_dataset_out(
         train_detected = [d for d in detected if d.dataset != held]
         cv = cross_validate(linker, train, config, folds=folds, coreference=coreference, detected=train_detected)
         model = train_disambiguator(train, config, first_pass_scores=cv.first_pass_scores, folds=folds)
-        options = LinkOptions(
-            nil_threshold=cv.threshold, nil_margin=cv.margin, coreference=coreference, top_candidates=30
-        )
+        options = _rule(cv.threshold, cv.margin, coreference)
         result = evaluate_prepared(linker, scored, [_model_scores(model, d) for d in scored], options)["all"]
         by_dataset[held] = round(result.counts.f1, 4)
         overall += result.counts
         held_detected = [d for d in detected if d.dataset == held]
         if held_detected and cv.detected_rule is not None:
             scores = [_model_scores(model, d) for d in held_detected]
-            threshold, margin = cv.detected_rule
-            rule = LinkOptions(nil_threshold=threshold, nil_margin=margin, coreference=coreference, top_candidates=30)
-            e2e = evaluate_prepared(linker, held_detected, scores, rule)["all"].counts
+            e2e = evaluate_prepared(linker, held_detected, scores, _rule(*cv.detected_rule, coreference))["all"].counts
             e2e_by_dataset[held] = round(e2e.f1, 4)
             e2e_overall += e2e
             e2e_gold_rule += evaluate_prepared(linker, held_detected, scores, options)["all"].counts

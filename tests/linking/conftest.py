@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from linking import AliasEntry, Entity, KnowledgeBase
+from linking import AliasEntry, Entity, KnowledgeBase, LinkingDocument
+from linking.types import GoldMention
 from tests.conftest import LINKING_DATA, FakeEncoder
 
 KEYWORDS = [
@@ -134,3 +135,12 @@ def linking_data() -> Path:
     if not LINKING_DATA.exists():
         pytest.fail(f"shared linking data missing at {LINKING_DATA}: the repo must sit beside ../shared")
     return LINKING_DATA
+
+
+def doc(doc_id: str, text: str, *spans: tuple[str, str]) -> LinkingDocument:
+    """A benchmark document whose gold mentions are (surface, entity): each surface's first occurrence."""
+    mentions = []
+    for surface, entity in spans:
+        start = text.index(surface)
+        mentions.append(GoldMention(start, start + len(surface), surface, entity))
+    return LinkingDocument(doc_id, text, tuple(mentions))

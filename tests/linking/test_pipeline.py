@@ -8,7 +8,6 @@ from linking import (
     DisambiguatorConfig,
     EntityLinker,
     KnowledgeBase,
-    LinkingDocument,
     LinkOptions,
     Mention,
     MentionDetector,
@@ -18,17 +17,8 @@ from linking import (
 )
 from linking.evaluation import evaluate_linker
 from linking.mentions import trim_span
-from linking.types import GoldMention
 from retrieval.errors import InvalidRequestError
-
-
-def doc(doc_id: str, text: str, *spans: tuple[str, str]) -> LinkingDocument:
-    mentions = []
-    for surface, entity in spans:
-        start = text.index(surface)
-        mentions.append(GoldMention(start, start + len(surface), surface, entity))
-    return LinkingDocument(doc_id, text, tuple(mentions))
-
+from tests.linking.conftest import doc
 
 TRAIN = [
     doc("1", "Michael Jordan scored for the Bulls in the NBA.", ("Michael Jordan", "Michael Jordan")),

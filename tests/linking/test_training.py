@@ -1,15 +1,7 @@
 from __future__ import annotations
 
-from linking import AliasEntry, Entity, KnowledgeBase, LinkingDocument, shorten_person_mentions
-from linking.types import GoldMention
-
-
-def _doc(doc_id: str, text: str, *spans: tuple[str, str]) -> LinkingDocument:
-    mentions = []
-    for surface, entity in spans:
-        start = text.index(surface)
-        mentions.append(GoldMention(start, start + len(surface), surface, entity))
-    return LinkingDocument(doc_id, text, tuple(mentions))
+from linking import AliasEntry, Entity, KnowledgeBase, shorten_person_mentions
+from tests.linking.conftest import doc
 
 
 def test_person_names_are_cut_to_a_real_name_word_and_offsets_follow() -> None:
@@ -24,7 +16,7 @@ def test_person_names_are_cut_to_a_real_name_word_and_offsets_follow() -> None:
         [AliasEntry("Hussein", "Hussein of Jordan", 1)],
     )
     text = "Elizabeth II met F. W. de Klerk in South Africa; Saddam Hussein was not there."
-    document = _doc(
+    document = doc(
         "d",
         text,
         ("Elizabeth II", "Elizabeth II"),
@@ -43,4 +35,4 @@ def test_person_names_are_cut_to_a_real_name_word_and_offsets_follow() -> None:
     assert all(short.text[m.start : m.end] == m.surface for m in short.mentions)
     assert short.text == "Elizabeth met Klerk in South Africa; Hussein was not there."
     # a document without a full person name yields no copy
-    assert shorten_person_mentions([_doc("e", "South Africa won.", ("South Africa", "South Africa"))], kb) == []
+    assert shorten_person_mentions([doc("e", "South Africa won.", ("South Africa", "South Africa"))], kb) == []
