@@ -1,10 +1,10 @@
 """The knowledge base: entities, the alias table, and the indexes that find candidates by name.
 
 A KB is built from one or more entity files (JSON lines: ``id``, ``name``, ``description``,
-``aliases``, optional ``type`` and ``popularity``) and one or more alias tables (TSV with a header:
-``alias <TAB> entity <TAB> rank`` or ``alias <TAB> entity <TAB> prior``). Several files merge, so
-entities and aliases can be added later without retraining the disambiguator: the model scores
-features, not entity ids.
+``aliases``, optional ``type``, ``popularity`` and ``short_description``) and one or more alias
+tables (TSV with a header: ``alias <TAB> entity <TAB> rank`` or ``alias <TAB> entity <TAB>
+prior``). Several files merge, so entities and aliases can be added later without retraining the
+disambiguator: the model scores features, not entity ids.
 
 A built KB is a directory with ``entities.jsonl``, ``aliases.tsv`` and ``manifest.json`` (kind
 ``kb``). Bad input rows raise :class:`KBFormatError` naming file and line, before anything is
@@ -94,6 +94,9 @@ def _entity_from_row(row: Any, path: Path, line_no: int) -> Entity:
     popularity = row.get("popularity")
     if popularity is not None and (isinstance(popularity, bool) or not isinstance(popularity, int | float)):
         raise KBFormatError(path, line_no, f"entity {entity_id!r}: 'popularity' must be a number")
+    short_description = row.get("short_description") or ""
+    if not isinstance(short_description, str):
+        raise KBFormatError(path, line_no, f"entity {entity_id!r}: 'short_description' must be a string")
     return Entity(
         entity_id=entity_id,
         name=name,
@@ -101,6 +104,7 @@ def _entity_from_row(row: Any, path: Path, line_no: int) -> Entity:
         aliases=tuple(a for a in aliases if a.strip()),
         entity_type=entity_type,
         popularity=float(popularity) if popularity is not None else None,
+        short_description=short_description.strip(),
     )
 
 
@@ -229,6 +233,8 @@ class KnowledgeBase:
                         row["type"] = entity.entity_type
                     if entity.popularity is not None:
                         row["popularity"] = entity.popularity
+                    if entity.short_description:
+                        row["short_description"] = entity.short_description
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             with open(staging / ALIASES_FILE, "w", encoding="utf-8") as handle:
                 handle.write("alias\tentity\trank\n")
@@ -272,7 +278,7 @@ class KnowledgeBase:
             return self.manifest.content_id
         from indexes import sha256_bytes
 
-        text = "\n".join(f"{e.entity_id}\t{e.name}\t{e.description}" for e in self.entities())
+        text = "\n".join(f"{e.entity_id}\t{e.name}\t{e.description}\t{e.short_description}" for e in self.entities())
         return sha256_bytes(text.encode())[:12]
 
     # -- access ---------------------------------------------------------------------------------

@@ -16,6 +16,9 @@ class Entity:
         aliases: other names of the entity (e.g. from Wikidata).
         entity_type: a coarse type (``person``, ``place``, ``organization``, ``other``) when known.
         popularity: an optional popularity weight (higher = more linked to).
+        short_description: an optional one-line gloss ("capital city of the United States", as
+            Wikidata gives); it is embedded with the description, which may be cut off before it
+            says what the entity is.
     """
 
     entity_id: str
@@ -24,6 +27,7 @@ class Entity:
     aliases: tuple[str, ...] = ()
     entity_type: str | None = None
     popularity: float | None = None
+    short_description: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,24 @@ def test_build_save_load_round_trip(kb_files: tuple[Path, Path], tmp_path: Path)
     assert [e.entity_id for e in loaded.alias_lookup("Paris")] == ["Paris", "Paris Hilton"]
 
 
+def test_short_description_is_kept_and_changes_the_content_id(tmp_path: Path) -> None:
+    entities = tmp_path / "entities.jsonl"
+    row = {"id": "Washington, D.C.", "name": "Washington, D.C.", "description": "Washington, D.C., formally the"}
+    entities.write_text(json.dumps({**row, "short_description": " capital city of the United States "}) + "\n")
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps(row) + "\n")
+    aliases = tmp_path / "aliases.tsv"
+    aliases.write_text("alias\tentity\trank\nWashington\tWashington, D.C.\t1\n")
+    kb = KnowledgeBase.from_files([entities], [aliases])
+    assert kb.entity("Washington, D.C.").short_description == "capital city of the United States"
+    kb.save(tmp_path / "kb")
+    loaded = KnowledgeBase.load(tmp_path / "kb")
+    assert loaded.entity("Washington, D.C.").short_description == "capital city of the United States"
+    without = KnowledgeBase.from_files([plain], [aliases])
+    assert without.entity("Washington, D.C.").short_description == ""
+    assert without.content_id != kb.content_id
+
+
 def test_load_detects_a_damaged_kb(kb_files: tuple[Path, Path], tmp_path: Path) -> None:
     KnowledgeBase.from_files([kb_files[0]], [kb_files[1]]).save(tmp_path / "kb")
     with open(tmp_path / "kb" / "aliases.tsv", "a", encoding="utf-8") as handle:
@@ -64,6 +82,7 @@ def test_files_merge_so_entities_can_be_added_later(kb_files: tuple[Path, Path],
         ('{"name": "No id"}', "alias\tentity\trank\n", "entities", 2, "missing or empty 'id'"),
         ("{not json", "alias\tentity\trank\n", "entities", 2, "not valid JSON"),
         ('{"id": "A", "aliases": "x"}', "alias\tentity\trank\n", "entities", 2, "'aliases' must be a list"),
+        ('{"id": "A", "short_description": 3}', "alias\tentity\trank\n", "entities", 2, "'short_description' must be"),
         ('{"id": "A"}', "alias\tentity\trank\nA\tGhost\t1\n", "aliases", 2, "unknown entity 'Ghost'"),
         ('{"id": "A"}', "alias\tentity\trank\nA\tA\n", "aliases", 2, "expected 3 tab-separated fields"),
         ('{"id": "A"}', "alias\tentity\trank\nA\tA\tfirst\n", "aliases", 2, "is not a number"),
