@@ -18,15 +18,9 @@ from retrieval.dense import DenseIndex, EmbeddingCache, Encoder, FaissConfig, em
 logger = logging.getLogger(__name__)
 
 
-def entity_text(name: str, description: str, short_description: str = "") -> str:
-    """The text embedded for an entity: its name, its one-line gloss if any, then its description.
-
-    Example:
-        >>> entity_text("Washington, D.C.", "Washington, D.C., formally ...", "capital city of the United States")
-        'Washington, D.C. (capital city of the United States). Washington, D.C., formally ...'
-    """
-    head = f"{name} ({short_description})" if short_description else name
-    return f"{head}. {description}" if description else head
+def entity_text(name: str, description: str) -> str:
+    """The text embedded for an entity: its name, then its description."""
+    return f"{name}. {description}" if description else name
 
 
 class EntityIndex:
@@ -49,7 +43,7 @@ class EntityIndex:
     def build(cls, kb: KnowledgeBase, encoder: Encoder, *, cache: EmbeddingCache | None = None) -> EntityIndex:
         """Embed every entity of ``kb`` (read from the cache when the same KB and encoder were seen)."""
         entities = kb.entities()
-        texts = [entity_text(e.name, e.description, e.short_description) for e in entities]
+        texts = [entity_text(e.name, e.description) for e in entities]
         checksum = sha256_bytes("\n\0".join(texts).encode("utf-8"))
         vectors = embed_documents(encoder, texts, checksum, cache=cache if cache is not None else EmbeddingCache())
         logger.info("entity index: %d entities x %d dims", *vectors.shape)

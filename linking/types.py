@@ -17,8 +17,8 @@ class Entity:
         entity_type: a coarse type (``person``, ``place``, ``organization``, ``other``) when known.
         popularity: an optional popularity weight (higher = more linked to).
         short_description: an optional one-line gloss ("capital city of the United States", as
-            Wikidata gives); it is embedded with the description, which may be cut off before it
-            says what the entity is.
+            Wikidata gives), kept with the entity in the built KB. Not embedded: adding it to
+            the embedded text was level on the training sets (docs/benchmarks.md, session 6).
     """
 
     entity_id: str

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import replace
-
-from linking import CandidateConfig, CandidateGenerator, Entity, EntityIndex, KnowledgeBase
+from linking import CandidateConfig, CandidateGenerator, EntityIndex, KnowledgeBase
 
 
 def test_alias_candidates_come_first_in_prior_order(tiny_kb: KnowledgeBase) -> None:
@@ -33,21 +31,6 @@ def test_dense_retrieval_uses_the_context_vector(tiny_kb: KnowledgeBase, linking
     candidates = generator.generate("Prof. Mike", vector)
     assert [c.entity_id for c in candidates] == ["Michael I. Jordan"]
     assert candidates[0].sources == ("dense",) and candidates[0].dense_score > 0.5
-
-
-def test_dense_retrieval_reads_the_short_description(linking_encoder) -> None:
-    # A description cut off before it says what the entity is ("... is the c"): only the one-line
-    # gloss carries the cue the context matches.
-    cut = Entity("Rocky (film)", "Rocky", "Rocky is a 1976 American sports drama directed by", short_description="film")
-    other = Entity("Rocky (band)", "Rocky", "Rocky is an American rock band formed in")
-    kb = KnowledgeBase([cut, other], [])
-    index = EntityIndex.build(kb, linking_encoder, cache=None)
-    hits = index.nearest(linking_encoder.encode(["the new film"]), k=1)[0]
-    assert hits[0][0] == "Rocky (film)" and hits[0][1] > 0.5
-    plain = EntityIndex.build(
-        KnowledgeBase([replace(cut, short_description=""), other], []), linking_encoder, cache=None
-    )
-    assert plain.nearest(linking_encoder.encode(["the new film"]), k=1)[0][0][1] < 0.5
 
 
 def test_candidates_are_deduplicated_and_capped(tiny_kb: KnowledgeBase) -> None:
