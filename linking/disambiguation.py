@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from indexes import Manifest, checksum_files, code_version, library_versions, staged_directory, utc_now
+from artifacts import Manifest, checksum_files, code_version, library_versions, staged_directory, utc_now
 from linking.errors import ModelNotTrainedError
 from linking.features import BASE_FEATURE_NAMES, FEATURE_NAMES
 from retrieval.drift import write_reference
@@ -268,7 +268,7 @@ class Disambiguator:
     def from_dict(cls, data: dict[str, Any]) -> Disambiguator:
         names = tuple(data["feature_names"])
         if names != FEATURE_NAMES:
-            from indexes import IncompatibleArtifactError
+            from artifacts import IncompatibleArtifactError
 
             raise IncompatibleArtifactError("the model was trained on other features; retrain it with this code")
         model = cls(
@@ -340,7 +340,7 @@ class Disambiguator:
         try:
             data = json.loads((directory / MODEL_FILE).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            from indexes import CorruptArtifactError
+            from artifacts import CorruptArtifactError
 
             raise CorruptArtifactError(f"{directory / MODEL_FILE}: unreadable: {exc}") from exc
         model = cls.from_dict(data)

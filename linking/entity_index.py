@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from indexes import sha256_bytes
+from artifacts import sha256_bytes
 from linking.kb import KnowledgeBase
 from retrieval.dense import DenseIndex, EmbeddingCache, Encoder, FaissConfig, embed_documents
 

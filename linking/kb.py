@@ -23,7 +23,7 @@ from typing import Any
 
 from rapidfuzz import fuzz, process
 
-from indexes import (
+from artifacts import (
     Manifest,
     checksum_files,
     code_version,
@@ -276,7 +276,7 @@ class KnowledgeBase:
         """The manifest's content id when loaded from disk, else a hash of the entity ids and aliases."""
         if self.manifest is not None:
             return self.manifest.content_id
-        from indexes import sha256_bytes
+        from artifacts import sha256_bytes
 
         text = "\n".join(f"{e.entity_id}\t{e.name}\t{e.description}\t{e.short_description}" for e in self.entities())
         return sha256_bytes(text.encode())[:12]

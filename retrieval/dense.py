@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import faiss
 import numpy as np
 
-from indexes import sha256_bytes, sha256_tree
+from artifacts import sha256_bytes, sha256_tree
 from retrieval.types import Hit
 
 logger = logging.getLogger(__name__)

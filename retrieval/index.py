@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from indexes import (
+from artifacts import (
     CorruptArtifactError,
     Manifest,
     checksum_files,
@@ -169,7 +169,7 @@ class SearchIndex:
         """Open an index directory. With ``verify``, every file must match its checksum.
 
         Raises ``ArtifactNotFoundError``, ``CorruptArtifactError`` or
-        ``IncompatibleArtifactError`` (from :mod:`indexes`) with a message naming the problem.
+        ``IncompatibleArtifactError`` (from :mod:`artifacts`) with a message naming the problem.
         """
         path = Path(path)
         manifest = Manifest.read(path, kind=KIND, max_format_version=FORMAT_VERSION)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from indexes import sha256_bytes
+from artifacts import sha256_bytes
 from retrieval.dense import DEFAULT_ENCODER, SentenceTransformerEncoder, default_cache_dir
 
 logger = logging.getLogger(__name__)

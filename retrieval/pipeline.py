@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from indexes import IncompatibleArtifactError
+from artifacts import IncompatibleArtifactError
 from retrieval.dense import Encoder
 from retrieval.drift import search_features
 from retrieval.errors import InvalidRequestError

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import lightgbm as lgb
 import numpy as np
 
-from indexes import ArtifactNotFoundError, CorruptArtifactError, Manifest
+from artifacts import ArtifactNotFoundError, CorruptArtifactError, Manifest
 from retrieval.index import SearchIndex
 from retrieval.rerank_features import FEATURE_NAMES, MONOTONE, RRF_K, candidate_features
 from retrieval.types import ScoredHit

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from indexes import Manifest, checksum_files, code_version, library_versions, sha256_file, staged_directory, utc_now
+from artifacts import Manifest, checksum_files, code_version, library_versions, sha256_file, staged_directory, utc_now
 from retrieval.corpus import Qrels, load_qrels, load_queries
 from retrieval.dense import Encoder
 from retrieval.evaluation import evaluate_run

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from indexes import Manifest  # noqa: E402
+from artifacts import Manifest  # noqa: E402
 from linking import Disambiguator, EntityLinker, KnowledgeBase, MentionDetector, load_spacy, read_benchmark  # noqa: E402
 from linking.evaluation import evaluate_linker  # noqa: E402
 from retrieval.onnx_encoder import load_encoder  # noqa: E402

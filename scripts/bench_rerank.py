@@ -30,7 +30,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from indexes import Manifest  # noqa: E402
+from artifacts import Manifest  # noqa: E402
 from retrieval.corpus import load_qrels, load_queries  # noqa: E402
 from retrieval.dense import EmbeddingCache, SentenceTransformerEncoder  # noqa: E402
 from retrieval.index import SearchIndex  # noqa: E402

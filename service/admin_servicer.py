@@ -13,7 +13,7 @@ import logging
 
 import grpc
 
-from indexes import ArtifactError
+from artifacts import ArtifactError
 from service.errors import abort_with
 from service.generated.sleuth.v1 import admin_pb2, admin_pb2_grpc
 from service.lifecycle import SEARCH_INDEX, Lifecycle, SwapResult

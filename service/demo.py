@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from indexes import ArtifactError, sha256_file
+from artifacts import ArtifactError, sha256_file
 from retrieval.dense import EmbeddingCache, Encoder, cache_key, default_cache_dir
 from retrieval.index import SearchIndex
 

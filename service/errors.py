@@ -11,7 +11,7 @@ import uuid
 
 import grpc
 
-from indexes import ArtifactError, VersionNotFoundError
+from artifacts import ArtifactError, VersionNotFoundError
 from retrieval.errors import InvalidRequestError
 from service.limits import DeadlineExpiredError, OverloadedError
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from indexes import ArtifactError, IncompatibleArtifactError
-from indexes.registry import Registry, VersionInfo
+from artifacts import ArtifactError, IncompatibleArtifactError
+from artifacts.registry import Registry, VersionInfo
 from retrieval.dense import Encoder
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher

@@ -23,8 +23,8 @@ from typing import Any
 
 import grpc
 
-from indexes import ArtifactNotFoundError
-from indexes.registry import Registry
+from artifacts import ArtifactNotFoundError
+from artifacts.registry import Registry
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Reranker, Searcher
 from service.config import ServerConfig

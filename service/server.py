@@ -198,8 +198,8 @@ def arm_loader(config: ServerConfig) -> Callable[[str, Searcher], Searcher]:
     """Loads an experiment arm's ``version``: a registry version (with ``--registry``) or a directory."""
 
     def load(ref: str, current: Searcher) -> Searcher:
-        from indexes import Manifest
-        from indexes.registry import Registry
+        from artifacts import Manifest
+        from artifacts.registry import Registry
         from service.lifecycle import load_reranker_version, load_search_index
 
         path = Path(ref)

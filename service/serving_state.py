@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Generic, TypeVar
 
-from indexes.versions import utc_now
+from artifacts.versions import utc_now
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from indexes import ArtifactError, sha256_file
+from artifacts import ArtifactError, sha256_file
 from linking import (
     BenchmarkFormatError,
     Disambiguator,

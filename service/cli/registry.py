@@ -16,8 +16,8 @@ from typing import Any
 
 import grpc
 
-from indexes import ArtifactError
-from indexes.registry import Registry, VersionInfo, default_registry_path
+from artifacts import ArtifactError
+from artifacts.registry import Registry, VersionInfo, default_registry_path
 from service.security import SecurityConfigError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ArtifactError, SecurityConfigError)
@@ -265,7 +265,7 @@ def active_path(args: argparse.Namespace, kind: str) -> Path:
 
 def record_eval(directory: Path, name: str, values: dict[str, Any]) -> str:
     """Attach ``values`` to the manifest in ``directory`` (a registry version or any artifact); its version."""
-    from indexes.registry import record_metrics
+    from artifacts.registry import record_metrics
 
     directory = Path(directory)
     registry = Registry(directory.resolve().parent.parent)

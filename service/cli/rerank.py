@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from indexes import ArtifactError
+from artifacts import ArtifactError
 from retrieval.errors import SearchError
 from service.cli import registry as registry_cli
 
@@ -83,7 +83,7 @@ def run_train_reranker(args: argparse.Namespace) -> int:
 
 
 def run_explain_reranker(args: argparse.Namespace) -> int:
-    from indexes import Manifest
+    from artifacts import Manifest
     from retrieval.rerank import KIND, load_reranker
     from retrieval.rerank_training import describe
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from indexes import ArtifactError
+from artifacts import ArtifactError
 from retrieval.errors import SearchError
 from service.cli import registry as registry_cli
 from service.server import StartupError
@@ -284,7 +284,7 @@ def run_eval_search(args: argparse.Namespace) -> int:
     if args.run_out:
         write_trec_run(args.run_out, run, tag=f"sleuth-{args.mode}")
     if args.record is not None:
-        from indexes import sha256_file
+        from artifacts import sha256_file
 
         values = {**report.means, "queries": report.queries, "mode": args.mode}
         values["inputs"] = {"queries": sha256_file(args.queries), "qrels": sha256_file(args.qrels)}

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from indexes import ArtifactError
+from artifacts import ArtifactError
 from service.cli import online as online_cli
 from service.cli import registry as registry_cli
 from service.cli.search import add_encoder_runtime

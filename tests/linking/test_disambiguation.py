@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexes import Manifest
+from artifacts import Manifest
 from linking import FEATURE_NAMES, Disambiguator, DisambiguatorConfig, ModelNotTrainedError
 from linking.features import BASE_FEATURE_NAMES, collective_features
 

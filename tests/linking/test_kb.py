@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from indexes import CorruptArtifactError, Manifest
+from artifacts import CorruptArtifactError, Manifest
 from linking import KBFormatError, KnowledgeBase
 
 

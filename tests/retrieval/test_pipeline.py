@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from indexes import CorruptArtifactError, IncompatibleArtifactError, Manifest
+from artifacts import CorruptArtifactError, IncompatibleArtifactError, Manifest
 from retrieval.errors import InvalidRequestError
 from retrieval.fusion import FusionConfig
 from retrieval.index import SearchIndex

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexes import ArtifactNotFoundError, CorruptArtifactError, IncompatibleArtifactError, Manifest
+from artifacts import ArtifactNotFoundError, CorruptArtifactError, IncompatibleArtifactError, Manifest
 from retrieval.corpus import Qrels
 from retrieval.pipeline import Searcher, SearchRequest
 from retrieval.rerank import (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexes.registry import Registry, VersionInfo
+from artifacts.registry import Registry, VersionInfo
 from retrieval.index import SearchIndex
 from tests.conftest import TINY_DOCS, TINY_KEYWORDS, FakeEncoder
 

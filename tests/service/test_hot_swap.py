@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from indexes.registry import Registry
+from artifacts.registry import Registry
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from indexes.registry import Registry
+from artifacts.registry import Registry
 from linking import (
     Disambiguator,
     DisambiguatorConfig,

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from indexes.registry import Registry
+from artifacts.registry import Registry
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig

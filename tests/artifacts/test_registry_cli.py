@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from indexes.registry import Registry
+from artifacts.registry import Registry
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher
 from service.cli import main

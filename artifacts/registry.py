@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from indexes.errors import (
+from artifacts.errors import (
     ArtifactError,
     ArtifactNotFoundError,
     CorruptArtifactError,
@@ -50,9 +50,9 @@ from indexes.errors import (
     NoPreviousVersionError,
     VersionNotFoundError,
 )
-from indexes.manifest import MANIFEST_NAME, Manifest
-from indexes.storage import fsync_dir, fsync_tree
-from indexes.versions import utc_now
+from artifacts.manifest import MANIFEST_NAME, Manifest
+from artifacts.storage import fsync_dir, fsync_tree
+from artifacts.versions import utc_now
 
 logger = logging.getLogger(__name__)
 

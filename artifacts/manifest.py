@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from indexes.checksums import sha256_bytes, sha256_file
-from indexes.errors import (
+from artifacts.checksums import sha256_bytes, sha256_file
+from artifacts.errors import (
     ArtifactNotFoundError,
     CorruptArtifactError,
     IncompatibleArtifactError,

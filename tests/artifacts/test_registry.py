@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from indexes import CorruptArtifactError, IncompatibleArtifactError
-from indexes.errors import NoPreviousVersionError, VersionNotFoundError
-from indexes.registry import ACTIVE_FILE, REGISTRY_ENV, Registry, default_registry_path
+from artifacts import CorruptArtifactError, IncompatibleArtifactError
+from artifacts.errors import NoPreviousVersionError, VersionNotFoundError
+from artifacts.registry import ACTIVE_FILE, REGISTRY_ENV, Registry, default_registry_path
 from retrieval.bm25 import BM25Config
 from retrieval.index import SearchIndex
 

@@ -1,7 +1,7 @@
 """A separate process that builds into a registry, for the crash and reproducibility tests.
 
-    python tests/indexes/registry_worker.py build REGISTRY CORPUS K1   # publish once, print the version
-    python tests/indexes/registry_worker.py churn REGISTRY CORPUS SEED # publish/activate/gc until killed
+    python tests/artifacts/registry_worker.py build REGISTRY CORPUS K1   # publish once, print the version
+    python tests/artifacts/registry_worker.py churn REGISTRY CORPUS SEED # publish/activate/gc until killed
 
 ``churn`` prints ``ready`` once its imports are done, so the test's kill lands in the build loop.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from indexes.errors import NoPreviousVersionError  # noqa: E402
-from indexes.registry import Registry  # noqa: E402
+from artifacts.errors import NoPreviousVersionError  # noqa: E402
+from artifacts.registry import Registry  # noqa: E402
 from retrieval.bm25 import BM25Config  # noqa: E402
 from retrieval.index import SearchIndex  # noqa: E402
 from tests.conftest import TINY_KEYWORDS, FakeEncoder  # noqa: E402

@@ -1,7 +1,7 @@
 """On-disk artifacts: manifests, checksums, crash-safe publishing, provenance."""
 
-from indexes.checksums import sha256_bytes, sha256_file, sha256_tree
-from indexes.errors import (
+from artifacts.checksums import sha256_bytes, sha256_file, sha256_tree
+from artifacts.errors import (
     ArtifactError,
     ArtifactNotFoundError,
     CorruptArtifactError,
@@ -9,9 +9,9 @@ from indexes.errors import (
     NoPreviousVersionError,
     VersionNotFoundError,
 )
-from indexes.manifest import MANIFEST_NAME, Manifest, checksum_files
-from indexes.storage import clean_staging, staged_directory
-from indexes.versions import code_version, library_versions, utc_now
+from artifacts.manifest import MANIFEST_NAME, Manifest, checksum_files
+from artifacts.storage import clean_staging, staged_directory
+from artifacts.versions import code_version, library_versions, utc_now
 
 __all__ = [
     "MANIFEST_NAME",

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from indexes import (
+from artifacts import (
     ArtifactError,
     ArtifactNotFoundError,
     CorruptArtifactError,
@@ -14,7 +14,7 @@ from indexes import (
     checksum_files,
     staged_directory,
 )
-from indexes.storage import STAGING_PREFIX
+from artifacts.storage import STAGING_PREFIX
 
 
 def _build(directory: Path, payload: bytes = b"data") -> Manifest:

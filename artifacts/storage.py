@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from indexes.errors import ArtifactError
+from artifacts.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from indexes import Manifest
-from indexes.registry import LOCKS_DIR, Registry
+from artifacts import Manifest
+from artifacts.registry import LOCKS_DIR, Registry
 from retrieval.index import SearchIndex
 from tests.conftest import TINY_KEYWORDS, FakeEncoder
 
