@@ -31,9 +31,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from artifacts import Manifest, checksum_files, code_version, library_versions, staged_directory, utc_now
+from artifacts.drift import write_reference
 from linking.errors import ModelNotTrainedError
 from linking.features import BASE_FEATURE_NAMES, FEATURE_NAMES
-from retrieval.drift import write_reference
 
 logger = logging.getLogger(__name__)
 

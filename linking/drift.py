@@ -2,18 +2,17 @@
 
 A linker records reference histograms of both at training time (computed end to end on a sample of
 its training documents) in ``drift_reference.json`` beside its model; the server compares live
-Link traffic with them by PSI, like search (see :mod:`retrieval.drift`).
+Link traffic with them by PSI, like search (histograms and the monitor: :mod:`artifacts.drift`).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from pathlib import Path
 
+from artifacts.drift import Histogram
 from linking.pipeline import EntityLinker
 from linking.types import Link, LinkingDocument
-from retrieval.drift import Histogram, write_reference
 
 LINKING_FEATURES = ("mentions_per_doc", "nil_rate")
 
@@ -31,7 +30,3 @@ def linking_reference(
     chosen = random.Random(seed).sample(list(documents), min(sample, len(documents)))
     rows = [link_features(linker.link(doc.text)) for doc in chosen]
     return {name: Histogram.from_values([row[name] for row in rows]) for name in LINKING_FEATURES}
-
-
-def save_linking_reference(directory: Path, reference: dict[str, Histogram]) -> None:
-    write_reference(directory, reference)

@@ -110,19 +110,6 @@ PRONOUNS = frozenset(_PRONOUN_WORDS.split())
 _STOP = frozenset({"of", "the", "and", "de", "la", "le", "in", "on", "at", "for", "a", "an", "von", "van", "jr", "sr"})
 
 
-def mention_context(text: str, mention: Mention, window: int = 200) -> str:
-    """The text around a mention (``window`` characters each side, cut at word boundaries)."""
-    start = max(0, mention.start - window)
-    end = min(len(text), mention.end + window)
-    if start > 0:
-        space = text.find(" ", start, mention.start)
-        start = space + 1 if space >= 0 else start
-    if end < len(text):
-        space = text.rfind(" ", mention.end, end)
-        end = space if space >= 0 else end
-    return text[start:end].replace("\n", " ")
-
-
 class FeatureExtractor:
     """Computes the feature matrix of one document's (mention, candidate) pairs."""
 

@@ -339,15 +339,6 @@ class KnowledgeBase:
             seen.setdefault(entity_id)
         return list(seen)
 
-    def entity_names(self) -> dict[str, list[str]]:
-        """Exact entity names (qualifier stripped) -> entity ids: for rule-based mention spotting by KB name."""
-        from linking.normalization import strip_qualifier
-
-        names: dict[str, list[str]] = defaultdict(list)
-        for entity in self._entities.values():
-            names[strip_qualifier(entity.name)].append(entity.entity_id)
-        return dict(names)
-
     # -- index building ---------------------------------------------------------------------------
 
     def _compute_popularity(self) -> dict[str, float]:

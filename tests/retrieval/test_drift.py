@@ -1,25 +1,8 @@
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
-from retrieval.drift import SEARCH_FEATURES, DriftMonitor, Histogram, pseudo_queries, search_features
+from artifacts.drift import DriftMonitor
+from retrieval.drift import SEARCH_FEATURES, pseudo_queries, search_features
 from retrieval.index import SearchIndex
-
-
-def test_histogram_bins_and_psi_known_cases() -> None:
-    rng = np.random.default_rng(0)
-    reference = rng.normal(0, 1, 5000)
-    hist = Histogram.from_values(reference)
-    assert len(hist.proportions) == 10 and sum(hist.proportions) == pytest.approx(1.0)
-    assert all(p == pytest.approx(0.1, abs=0.01) for p in hist.proportions)
-    same = np.bincount([hist.bin_of(v) for v in rng.normal(0, 1, 5000)], minlength=10)
-    shifted = np.bincount([hist.bin_of(v) for v in rng.normal(1.0, 1, 5000)], minlength=10)
-    assert hist.psi(same) < 0.02
-    assert hist.psi(shifted) > 0.25
-    # PSI of an explicit two-bin case: ref (0.5, 0.5), live (0.8, 0.2).
-    two = Histogram((0.0,), (0.5, 0.5))
-    assert two.psi([8, 2]) == pytest.approx(0.3 * np.log(1.6) + (-0.3) * np.log(0.4))
 
 
 def test_index_records_reference_distributions(tiny_index: SearchIndex) -> None:
