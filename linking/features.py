@@ -35,7 +35,7 @@ from rapidfuzz import fuzz
 from linking.entity_index import EntityIndex
 from linking.kb import KnowledgeBase
 from linking.mentions import LABEL_TYPES
-from linking.normalization import acronym, normalize_alias, strip_qualifier
+from linking.normalization import NOT_NAME_WORDS, acronym, normalize_alias, strip_qualifier
 from linking.types import Candidate, Mention
 
 BASE_FEATURE_NAMES: tuple[str, ...] = (
@@ -107,7 +107,6 @@ _PRONOUN_WORDS = (
     "we us our ours ourselves they them their theirs themselves"
 )
 PRONOUNS = frozenset(_PRONOUN_WORDS.split())
-_STOP = frozenset({"of", "the", "and", "de", "la", "le", "in", "on", "at", "for", "a", "an", "von", "van", "jr", "sr"})
 
 
 class FeatureExtractor:
@@ -233,7 +232,7 @@ class FeatureExtractor:
                 block[r, col["entity_type"]] = TYPE_CODES[entity_type]
                 if mention_type is not None and mention_type != "other" and entity_type != "other":
                     block[r, col["type_agreement"]] = 1.0 if mention_type == entity_type else -1.0
-                extra = [w for w in words if w not in surface_words[i] and w not in _STOP and len(w) > 1]
+                extra = [w for w in words if w not in surface_words[i] and w not in NOT_NAME_WORDS and len(w) > 1]
                 block[r, col["extra_name_words"]] = len(extra)
                 if extra:
                     block[r, col["extra_words_in_doc"]] = sum(w in doc_words for w in extra) / len(extra)
@@ -290,7 +289,7 @@ class FeatureExtractor:
         for i, cands in enumerate(candidates):
             for cand in cands[:10]:
                 for w in self.name_words(cand.entity_id):
-                    if w not in _STOP and len(w) > 1:
+                    if w not in NOT_NAME_WORDS and len(w) > 1:
                         index[w].add(i)
         return index
 

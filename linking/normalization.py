@@ -20,8 +20,20 @@ _DROPPED = re.compile(r"[.'’]")
 _SPACES = re.compile(r"\s+")
 _PAREN = re.compile(r"\s*\([^)]*\)\s*$")
 _LEADING_ARTICLE = re.compile(r"^the\s+")
-_STOP_TOKENS = frozenset({"of", "the", "and", "for", "in", "on", "at", "de", "du", "la", "le", "von", "van", "a"})
-_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv"})
+# The one list of words in names that are not names themselves (linking's only stopword list;
+# BM25's analyzer has its own, part of an index's settings). Particles: articles, prepositions
+# and nobiliary particles ("Hussein of Jordan", "Charles de Gaulle"); they are skipped in
+# acronyms ("United Nations" -> "UN") and do not count as name words. Suffixes: generational
+# suffixes and regnal numbers ("Sammy Davis Jr.", "Elizabeth II"), normalized; a person's
+# surname and given name are found without them.
+NAME_PARTICLES = frozenset(
+    {"a", "an", "and", "at", "de", "du", "for", "in", "la", "le", "of", "on", "the", "van", "von"}
+)
+NAME_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv"})
+NOT_NAME_WORDS = NAME_PARTICLES | NAME_SUFFIXES
+# The same suffixes as written in running text ("II", "XIV", "Jr.,"): upper-case Roman numerals
+# only, so that a name such as "Xi" is not taken for one.
+_SUFFIX_WORD = re.compile(r"^(?:[IVX]+|Jr|Sr)\.?,?$")
 
 # Description cues that an entity is a person: Wikipedia first sentences say "(born ...)" or
 # name an occupation. A cheap stand-in for a type field, used for surname/given-name variants.
@@ -92,10 +104,20 @@ def strip_qualifier(name: str) -> str:
 def acronym(name: str) -> str | None:
     """Initials of the capitalized words of a multi-word name, if it has at least two of them."""
     words = [w for w in re.split(r"[\s\-]+", name) if w]
-    letters = [w[0] for w in words if w[0].isupper() and w.casefold() not in _STOP_TOKENS]
-    if len(letters) < 2 or len(letters) != len([w for w in words if w.casefold() not in _STOP_TOKENS]):
+    letters = [w[0] for w in words if w[0].isupper() and w.casefold() not in NAME_PARTICLES]
+    if len(letters) < 2 or len(letters) != len([w for w in words if w.casefold() not in NAME_PARTICLES]):
         return None
     return "".join(letters)
+
+
+def is_name_suffix(word: str) -> bool:
+    """True for a suffix or regnal number as written in text: "Jr.", "II", "XIV" (not "Xi", "Iv").
+
+    Example:
+        >>> [w for w in "John Paul II".split() if not is_name_suffix(w)]
+        ['John', 'Paul']
+    """
+    return _SUFFIX_WORD.match(word) is not None
 
 
 def guess_entity_type(description: str) -> str:
@@ -128,7 +150,7 @@ def name_variants(name: str, *, is_person: bool) -> set[str]:
     if acro is not None:
         variants.add(normalize_alias(acro))
     if is_person:
-        words = [w for w in normalize_alias(base).split() if w not in _SUFFIXES]
+        words = [w for w in normalize_alias(base).split() if w not in NAME_SUFFIXES]
         if len(words) >= 2:
             variants.add(words[-1])
             variants.add(words[0])
