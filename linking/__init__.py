@@ -1,5 +1,6 @@
 """Entity linking: KB, mention detection, candidates, disambiguation, evaluation."""
 
+from linking.augmentation import shorten_person_mentions
 from linking.candidates import CandidateConfig, CandidateGenerator
 from linking.coreference import propagate_entities
 from linking.disambiguation import Disambiguator, DisambiguatorConfig, PriorScorer, Scorer
@@ -12,13 +13,15 @@ from linking.mentions import DetectorConfig, MentionDetector, load_spacy
 from linking.pipeline import EntityLinker, LinkerConfig, LinkOptions, PreparedDocument
 from linking.training import (
     CrossValidation,
+    LinkerTrainingConfig,
+    TrainedLinker,
     TrainingDocument,
     Transfer,
     cross_validate,
     leave_one_dataset_out,
     prepare_documents,
-    shorten_person_mentions,
     train_disambiguator,
+    train_linker,
 )
 from linking.types import AliasEntry, Candidate, Entity, GoldMention, Link, LinkingDocument, Mention
 
@@ -44,6 +47,7 @@ __all__ = [
     "Link",
     "LinkOptions",
     "LinkerConfig",
+    "LinkerTrainingConfig",
     "LinkingDocument",
     "LinkingError",
     "Mention",
@@ -53,6 +57,7 @@ __all__ = [
     "PreparedDocument",
     "PriorScorer",
     "Scorer",
+    "TrainedLinker",
     "TrainingDocument",
     "Transfer",
     "cross_validate",
@@ -67,4 +72,5 @@ __all__ = [
     "score_document",
     "shorten_person_mentions",
     "train_disambiguator",
+    "train_linker",
 ]

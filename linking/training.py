@@ -1,5 +1,16 @@
 """Training and cross-validating the disambiguator on benchmark documents.
 
+:func:`train_linker` is the one way to train a linker: it prepares the documents (with their
+short-name copies), cross-validates, chooses the NIL rule, fits the model, records its metrics
+and drift reference, and returns a :class:`TrainedLinker` to save. The functions below it are
+its steps, public for experiments.
+
+Example:
+    >>> linker = EntityLinker.build(kb, encoder, detector=MentionDetector(load_spacy()))  # doctest: +SKIP
+    >>> trained = train_linker(linker, {"aquaint": read_benchmark("aquaint.jsonl")})  # doctest: +SKIP
+    >>> trained.cv.f1_overall  # doctest: +SKIP
+    >>> trained.save("models/linker")  # doctest: +SKIP
+
 Training rows are every (gold mention, candidate) pair with label 1 for the gold entity. The NIL
 threshold is tuned on out-of-fold scores: cross-validation folds are whole documents
 (``GroupKFold``), so no document's mentions are both trained and scored on.
@@ -17,14 +28,18 @@ makes NIL the right answer more often than on gold spans.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from artifacts import Manifest
+from artifacts.drift import Histogram
+from linking.augmentation import shorten_person_mentions
 from linking.disambiguation import FIRST_PASS_COLUMNS, Disambiguator, DisambiguatorConfig
+from linking.drift import linking_reference
 from linking.evaluation import EvaluationResult, PRFCounts, score_document
 from linking.features import collective_features
 from linking.normalization import normalize_alias
@@ -463,57 +478,127 @@ def _model_scores(model: Disambiguator, document: TrainingDocument) -> np.ndarra
     return model.second.score(document.collective(first)) if model.second is not None else first
 
 
-_SUFFIX = re.compile(r"^(?:[IVX]+|Jr|Sr)\.?,?$")
+@dataclass(frozen=True)
+class LinkerTrainingConfig:
+    """How :func:`train_linker` trains.
 
-
-def shorten_person_mentions(documents: Sequence[LinkingDocument], kb: Any, *, seed: int = 13) -> list[LinkingDocument]:
-    """Augmented copies of ``documents`` in which full person names are cut to one name.
-
-    The training sets rarely call people by one name, the test sets often do ("David and
-    Victoria ..."). In each copy, every gold mention whose surface is a two-or-more-word name of a
-    person entity is replaced in the text by its given name or its surname (one the alias table
-    knows, if any, so the gold entity competes with that name's usual referents; else either, by
-    a seeded draw), and the offsets shift accordingly. Initials, particles and suffixes are not
-    names: "F. W. de Klerk" becomes "Klerk", "Elizabeth II" "Elizabeth". Documents without such a
-    mention are left out.
+    Attributes:
+        model: the disambiguator's type and hyperparameters.
+        folds: cross-validation folds, grouped by document (at least 2).
+        cross_validate: choose the NIL rule by cross-validation and record CV metrics; without it
+            the model keeps the default rule (NIL never) and has no metrics (for tiny demo sets).
+        augment: also train on short-name copies of the documents (:func:`shorten_person_mentions`).
+        detected_nil_rule: give detected mentions their own NIL rule, chosen by end-to-end F1 on
+            the training documents (off by default: with partial annotations it learns to abstain).
+        transfer: also score each benchmark with a model trained on the others only
+            (:func:`leave_one_dataset_out`; needs two or more benchmarks).
+        drift_sample: training documents linked for the drift reference.
     """
-    import random
 
-    from linking.normalization import normalize_alias, strip_qualifier
-    from linking.types import GoldMention
+    model: DisambiguatorConfig = field(default_factory=DisambiguatorConfig)
+    folds: int = 5
+    cross_validate: bool = True
+    augment: bool = True
+    detected_nil_rule: bool = False
+    transfer: bool = False
+    drift_sample: int = 60
 
-    rng = random.Random(seed)
-    out = []
-    for document in documents:
-        pieces, mentions, cursor, shift, changed = [], [], 0, 0, False
-        for gold in sorted(document.mentions, key=lambda g: g.start):
-            surface = document.text[gold.start : gold.end]
-            words = surface.split()
-            replacement = surface
-            if (
-                gold.entity_id is not None
-                and gold.entity_id in kb
-                and kb.entity_type(gold.entity_id) == "person"
-                and len(words) >= 2
-                and normalize_alias(surface) == normalize_alias(strip_qualifier(kb.entity(gold.entity_id).name))
-            ):
-                # Prefer a short form the alias table knows, so that the gold entity competes with
-                # that name's usual referents, as in the test sets ("Page" -> Page, Arizona).
-                # names only: not a suffix or regnal number ("John Paul II"), an initial or a
-                # particle ("F. W. de Klerk")
-                names = [w for w in words if w[:1].isupper() and len(w.rstrip(".")) > 1 and not _SUFFIX.match(w)]
-                names = names or words
-                known = [w for w in (names[0], names[-1]) if kb.has_exact_alias(w)]
-                options = known if known else [names[0], names[-1]]
-                replacement = options[0] if len(options) == 1 or rng.random() < 0.5 else options[1]
-                changed = True
-            pieces.append(document.text[cursor : gold.start])
-            pieces.append(replacement)
-            start = gold.start + shift
-            mentions.append(GoldMention(start, start + len(replacement), replacement, gold.entity_id))
-            shift += len(replacement) - (gold.end - gold.start)
-            cursor = gold.end
-        if changed:
-            pieces.append(document.text[cursor:])
-            out.append(LinkingDocument(f"{document.doc_id}#short", "".join(pieces), tuple(mentions)))
-    return out
+
+@dataclass(eq=False)
+class TrainedLinker:
+    """A trained linker and what training measured; :meth:`save` writes its model directory.
+
+    Attributes:
+        linker: the linker the model was trained for, with the trained model as its scorer.
+        model: the trained disambiguator (NIL rule and metrics set).
+        config: how it was trained.
+        cv: out-of-fold results (None without cross-validation).
+        transfer: leave-one-dataset-out results (None unless asked for).
+        drift_reference: histograms of the drift features on the training documents.
+    """
+
+    linker: EntityLinker
+    model: Disambiguator
+    config: LinkerTrainingConfig
+    cv: CrossValidation | None = None
+    transfer: Transfer | None = None
+    drift_reference: dict[str, Histogram] = field(default_factory=dict)
+
+    def save(self, directory: str | Path, *, inputs: dict[str, Any] | None = None, overwrite: bool = False) -> Manifest:
+        """Write the model directory (kind ``linker``): the model, its drift reference and a manifest.
+
+        The manifest's parents are the KB and the encoder; ``inputs`` describes the training files.
+        """
+        linker = self.linker
+        kb_id = linker.kb.manifest.content_id if linker.kb.manifest is not None else linker.kb.content_id
+        return self.model.save(
+            directory,
+            parents={"kb": kb_id, "encoder": linker.encoder.checksum},
+            params={
+                "augment": self.config.augment,
+                "detected_nil_rule": self.config.detected_nil_rule,
+                "folds": self.config.folds,
+                "max_context_chars": linker.config.max_context_chars,
+                "candidates": linker.config.candidates.__dict__,
+                "encoder": linker.encoder.name,
+            },
+            inputs=inputs or {},
+            overwrite=overwrite,
+            drift_reference=self.drift_reference,
+        )
+
+
+def train_linker(
+    linker: EntityLinker,
+    benchmarks: Mapping[str, Sequence[LinkingDocument]] | Sequence[tuple[str, Sequence[LinkingDocument]]],
+    config: LinkerTrainingConfig | None = None,
+) -> TrainedLinker:
+    """Train a disambiguator for ``linker`` on benchmark documents: the one training entry point.
+
+    ``benchmarks`` maps a dataset name to its documents (gold mentions with entities); the name
+    groups documents for leave-one-dataset-out and the per-dataset metrics. Steps: prepare every
+    document on its gold spans (and its short-name copies), and on the mentions the detector
+    finds; cross-validate by document to choose the NIL rule (and one for detected mentions);
+    fit on everything; set the rule and record the CV (and transfer) metrics; link a sample of
+    the documents for the drift reference. ``linker`` itself is not changed.
+
+    Raises ``ValueError`` naming the bad setting (``folds``, ``transfer``) or for documents that
+    cannot be trained on (one group only, no correct candidate).
+
+    Example:
+        >>> trained = train_linker(linker, {"oke2015": oke2015, "oke2016": oke2016})  # doctest: +SKIP
+        >>> trained.model.nil_threshold, trained.cv.f1_overall  # doctest: +SKIP
+    """
+    config = config or LinkerTrainingConfig()
+    pairs = list(benchmarks.items()) if isinstance(benchmarks, Mapping) else list(benchmarks)
+    if not pairs:
+        raise ValueError("benchmarks: no training documents")
+    if config.cross_validate and config.folds < 2:
+        raise ValueError("folds: must be at least 2")
+    if config.transfer and (not config.cross_validate or len({name for name, _ in pairs}) < 2):
+        raise ValueError("transfer: needs cross-validation and two or more benchmarks with different names")
+    documents: list[TrainingDocument] = []
+    detected: list[TrainingDocument] = []
+    for name, originals in pairs:
+        documents += prepare_documents(linker, originals, name)
+        if config.augment:
+            documents += prepare_documents(linker, shorten_person_mentions(originals, linker.kb), name)
+        if config.cross_validate:
+            # the detector's mentions of the same documents choose the NIL rule for detected mentions
+            detected += prepare_documents(linker, originals, name, detected=True)
+    cv = transfer = None
+    if config.cross_validate:
+        cv = cross_validate(linker, documents, config.model, folds=config.folds, detected=detected)
+        model = train_disambiguator(documents, config.model, first_pass_scores=cv.first_pass_scores, folds=config.folds)
+        detected_rule = cv.detected_rule if config.detected_nil_rule else None
+        model = model.with_threshold(cv.threshold, cv.margin, detected=detected_rule)
+        model.metrics = cv.to_dict()
+        if config.transfer:
+            transfer = leave_one_dataset_out(linker, documents, config.model, folds=config.folds, detected=detected)
+            model.metrics.update(transfer.to_dict())
+    else:
+        model = train_disambiguator(documents, config.model, folds=config.folds)
+    trained = linker.with_model(model)
+    originals = [doc for _, docs in pairs for doc in docs]
+    reference = linking_reference(trained, originals, sample=config.drift_sample)
+    return TrainedLinker(trained, model, config, cv, transfer, reference)

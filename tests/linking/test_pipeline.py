@@ -8,12 +8,14 @@ from linking import (
     DisambiguatorConfig,
     EntityLinker,
     KnowledgeBase,
+    LinkerTrainingConfig,
     LinkOptions,
     Mention,
     MentionDetector,
     cross_validate,
     prepare_documents,
     train_disambiguator,
+    train_linker,
 )
 from linking.evaluation import evaluate_linker
 from linking.mentions import trim_span
@@ -34,11 +36,9 @@ TRAIN = [
 
 @pytest.fixture
 def linker(tiny_kb: KnowledgeBase, linking_encoder, nlp) -> EntityLinker:
-    linker = EntityLinker(tiny_kb, linking_encoder, detector=MentionDetector(nlp))
-    linker.scorer = train_disambiguator(
-        prepare_documents(linker, TRAIN, "tiny"), DisambiguatorConfig(model_type="logistic")
-    )
-    return linker
+    untrained = EntityLinker.build(tiny_kb, linking_encoder, detector=MentionDetector(nlp))
+    config = LinkerTrainingConfig(DisambiguatorConfig(model_type="logistic"), cross_validate=False, augment=False)
+    return train_linker(untrained, {"tiny": TRAIN}, config).linker
 
 
 def test_context_decides_between_the_three_michael_jordans(linker: EntityLinker) -> None:
@@ -155,7 +155,7 @@ def test_trim_span_drops_determiners_and_possessives() -> None:
 def test_two_pass_lightgbm_model_round_trips_and_scores_in_the_linker(
     tiny_kb: KnowledgeBase, linking_encoder, nlp, tmp_path
 ) -> None:
-    linker = EntityLinker(tiny_kb, linking_encoder, detector=MentionDetector(nlp))
+    linker = EntityLinker.build(tiny_kb, linking_encoder, detector=MentionDetector(nlp))
     documents = prepare_documents(linker, TRAIN * 3, "tiny")
     config = DisambiguatorConfig(n_estimators=20, min_child_samples=2, objective="lambdarank")
     model = train_disambiguator(documents, config, folds=2)
