@@ -5,8 +5,8 @@ Four generators, merged in this order, deduplicated, capped at ``k`` (default 30
 1. alias lookup: the alias table's entries for the surface (exact, else its normalized key), in
    prior order;
 2. name variants: entities whose shorter names match (surname, given name, name without its
-   qualifier, acronym, KB aliases), most popular first — this reaches "Victoria Beckham" from
-   "Victoria", which the alias top list does not hold;
+   qualifier, acronym, KB aliases), most popular first — this reaches "Saddam Hussein" from
+   "Saddam", which the alias top list may not hold;
 3. fuzzy match on normalized name keys (misspellings), only when 1-2 found nothing;
 4. dense retrieval: the entities whose name+description embeddings are nearest to the mention's
    context embedding, for mentions the name indexes miss or rank badly.
@@ -46,7 +46,7 @@ class CandidateGenerator:
 
     Example:
         >>> gen = CandidateGenerator(kb)  # doctest: +SKIP
-        >>> [c.entity_id for c in gen.generate("Victoria")][:3]  # doctest: +SKIP
+        >>> [c.entity_id for c in gen.generate("Saddam")][:3]  # doctest: +SKIP
     """
 
     def __init__(

@@ -5,7 +5,7 @@ Both protocols are micro-averaged over mentions and add up as counts (like spaCy
 * ED (gold mentions given): precision = correct / predicted non-NIL, recall = correct / gold
   mentions with an entity, F1 = 2PR / (P + R). An entity predicted for a gold-NIL mention is a
   predicted non-NIL that is not correct: a false positive (this is how the README's rank-1
-  reference F1, e.g. kore50 0.466, comes out).
+  reference F1, e.g. aquaint 0.847, comes out).
 * End to end (mentions detected too): a prediction is correct when its span equals a gold span
   and its entity is right (strong match). Gold mentions whose entity is NIL are ignored (a
   prediction on that span counts neither way); a predicted span matching no gold span counts

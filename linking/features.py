@@ -19,7 +19,7 @@ One row per pair, grouped by mention. The columns (``FEATURE_NAMES``):
 * type cues: the mention's NER type, the entity's type, whether they agree;
 * document coherence: how close the entity's embedding is to the other mentions' likely
   entities; how many other mentions have a candidate sharing a word of this entity's name the
-  mention lacks ("David" -> David *Beckham* <- "Victoria" -> Victoria *Beckham*); whether those
+  mention lacks ("Venus" -> Venus *Williams* <- "Serena" -> Serena *Williams*); whether those
   name words occur in the document; whether a longer mention of the document containing this one
   points to the entity (coreference cue, "Saddam" after "Saddam Hussein").
 """
@@ -335,9 +335,10 @@ def collective_features(
 
     Coherence with *resolved* entities rather than with all candidates: each other mention (one
     per distinct surface) votes with its first-pass best entity, weighted by that entity's
-    first-pass score, so "Page" is scored against Eric Clapton and Jeff Beck, not against every
-    Clapton and Beck. Also the first-pass score itself, its gap to the group's best and its rank
-    (stacking: the second pass refines the first).
+    first-pass score, so "Jordan" next to "the Bulls" and "the NBA" is scored against the team
+    and the league the first pass picked, not against every candidate of "Bulls" and "NBA".
+    Also the first-pass score itself, its gap to the group's best and its rank (stacking: the
+    second pass refines the first).
 
     Args:
         features: the base feature rows of one document.

@@ -18,7 +18,7 @@ class Entity:
         popularity: an optional popularity weight (higher = more linked to).
         short_description: an optional one-line gloss ("capital city of the United States", as
             Wikidata gives), kept with the entity in the built KB. Not embedded: adding it to
-            the embedded text was level on the training sets (docs/benchmarks.md, session 6).
+            the embedded text was level on the training sets (docs/benchmarks.md).
     """
 
     entity_id: str

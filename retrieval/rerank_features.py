@@ -2,8 +2,8 @@
 
 The reranker must transfer to corpora it was not trained on, so the default model only sees
 features that are *relative to the query's candidate list*: scores normalized within the list,
-ranks within the list, gaps to the best candidate (the lesson of issue 6: raw BM25 scores and
-document lengths do not transfer between corpora). Groups (``FEATURE_GROUPS``):
+ranks within the list, gaps to the best candidate (raw BM25 scores and document lengths did not transfer between
+corpora). Groups (``FEATURE_GROUPS``):
 
 * ``fused``    - the rank the fusion stage gave the candidate: ``log rank`` and ``1 / (60 + rank)``.
 * ``bm25``     - the exact BM25 score of every candidate (also of those only the dense retriever
