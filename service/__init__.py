@@ -1,1 +1,1 @@
-"""gRPC servicers, server, client, configuration and the command line (the only package importing grpc)."""
+"""The gRPC service: servicers, interceptors, serving machinery, client, CLI (the only package importing grpc)."""

@@ -27,25 +27,25 @@ class ServerConfig:
     threads: int = 4
     max_message_bytes: int = MAX_MESSAGE_BYTES
     grace_seconds: float = 5.0
-    # Serving (issue 3; see service/serving.py, service/limits.py, service/security.py).
+    # Serving (see service/serving/runner.py, service/serving/limits.py, service/security.py).
     workers: int = 1  # processes sharing the port through SO_REUSEPORT
     max_inflight: int = 256  # per worker; past it, RESOURCE_EXHAUSTED at once
     batch_max_size: int = 32  # query encodings per micro-batch
     batch_max_wait_ms: float = 2.0  # longest wait for a micro-batch to fill
     encoder_runtime: str = "onnx"  # torch | onnx | onnx-int8 (retrieval/onnx_encoder.py)
-    encoder_bf16: bool = False  # encode queries under bfloat16 autocast (torch runtime; service/batching.py)
+    encoder_bf16: bool = False  # encode queries under bfloat16 autocast (torch runtime; service/serving/batching.py)
     torch_threads: int | None = None  # None: cores / workers
     faiss_threads: int = 1
     tls_cert: Path | None = None
     tls_key: Path | None = None
     auth_token_file: Path | None = None
-    # Lifecycle and observability (issue 4; see service/operations.py).
+    # Lifecycle and observability (see service/serving/lifecycle.py, service/serving/metrics.py).
     registry: Path | None = None  # serve the registry's active versions; enables Activate/Rollback
     registry_poll_seconds: float = 2.0  # follow the registry's active pointer (0 = do not)
     admin: bool = True  # the AdminService (refused on a non-loopback host without a token)
     metrics_port: int = 0  # Prometheus /metrics port (0 = off)
     log_queries: bool = False  # put query texts in the access log
-    # Experiments and feedback (issue 5; see service/online.py, service/feedback.py).
+    # Experiments and feedback (see service/serving/online.py, service/mlops/).
     experiment: Path | None = None  # JSON experiment file, re-read when it changes
     feedback_db: Path | None = None  # SQLite feedback log; None: no FeedbackService
     drift_threshold: float = 0.25  # PSI above which a drift feature is in alarm

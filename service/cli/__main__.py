@@ -1,5 +1,7 @@
+"""``python -m service.cli``: the ``sleuth`` command."""
+
 import sys
 
-from service.cli import main
+from service.cli.main import main
 
 sys.exit(main())

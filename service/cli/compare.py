@@ -61,7 +61,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from retrieval.comparison import compare_counts, compare_runs
     from retrieval.corpus import load_qrels
     from retrieval.evaluation import read_trec_run
-    from service.compare_report import text_table, write_html, write_png
+    from service.mlops.compare_report import text_table, write_html, write_png
 
     if args.resamples < 100:
         raise DataFormatError("--resamples must be at least 100")

@@ -33,7 +33,7 @@ from linking.drift import linking_reference
 from linking.evaluation import evaluate_linker
 from retrieval.errors import InvalidRequestError
 from service.cli import registry as registry_cli
-from service.cli.search import add_encoder_runtime
+from service.cli.options import add_encoder_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def run_kb_build(args: argparse.Namespace) -> int:
 
 def run_link(args: argparse.Namespace) -> int:
     if args.kb is None:
-        from service.linking_servicer import load_linker
+        from service.serving.linker import load_linker
 
         linker = load_linker(_encoder(args.encoder_runtime), None, args.model).linker
     else:

@@ -42,31 +42,8 @@ def register(groups: Any) -> None:
     clicks.set_defaults(func=run_export_clicks)
 
 
-def add_serve_options(serve: argparse.ArgumentParser) -> None:
-    """Experiment, feedback and drift options of ``sleuth serve`` (issue 5)."""
-    serve.add_argument("--experiment", type=Path, help="experiment JSON file (re-read on change; see experiments.py)")
-    serve.add_argument(
-        "--feedback-db",
-        type=Path,
-        default=Path("var/feedback.db"),
-        help="SQLite feedback log (default var/feedback.db)",
-    )
-    serve.add_argument("--no-feedback", action="store_true", help="do not serve the FeedbackService")
-    serve.add_argument("--drift-threshold", type=float, default=0.25, help="PSI that raises a drift alarm (0.25)")
-
-
-def serve_options(args: argparse.Namespace) -> dict[str, Any]:
-    if not args.drift_threshold > 0:
-        raise ReportError(f"--drift-threshold must be positive, got {args.drift_threshold}")
-    return {
-        "experiment": args.experiment,
-        "feedback_db": None if args.no_feedback else args.feedback_db,
-        "drift_threshold": args.drift_threshold,
-    }
-
-
 def _open_log(path: Path) -> Any:
-    from service.feedback import FeedbackLog
+    from service.mlops.feedback import FeedbackLog
 
     if not path.is_file():
         raise ReportError(f"{path}: no feedback database (serve with --feedback-db, or pass its path)")
@@ -74,7 +51,7 @@ def _open_log(path: Path) -> Any:
 
 
 def run_report_online(args: argparse.Namespace) -> int:
-    from service.online_metrics import online_report
+    from service.mlops.online_metrics import online_report
 
     log = _open_log(args.feedback_db)
     reports = online_report(log.events(), dwell_threshold_ms=int(args.dwell_threshold * 1000))
@@ -125,7 +102,7 @@ def run_report_drift(args: argparse.Namespace) -> int:
 
 
 def run_export_clicks(args: argparse.Namespace) -> int:
-    from service.online_metrics import clicks_to_judgments
+    from service.mlops.online_metrics import clicks_to_judgments
 
     log = _open_log(args.feedback_db)
     judgments = clicks_to_judgments(

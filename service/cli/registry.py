@@ -273,32 +273,3 @@ def record_eval(directory: Path, name: str, values: dict[str, Any]) -> str:
     manifest = registry.record_metrics(info.version, name, values) if info else record_metrics(directory, name, values)
     print(f"recorded metrics {name!r} in {manifest.version}", file=sys.stderr)
     return manifest.version
-
-
-def add_serve_options(serve: argparse.ArgumentParser) -> None:
-    """``sleuth serve`` options of the lifecycle and observability half (issue 4)."""
-    serve.add_argument("--registry", type=Path, help="serve the registry's active versions; Admin can then switch them")
-    serve.add_argument(
-        "--registry-poll", type=float, default=2.0, help="seconds between checks of the registry pointer (0 = off)"
-    )
-    serve.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (default 0 = off)")
-    serve.add_argument("--log-queries", action="store_true", help="put query texts in the JSON access log")
-    serve.add_argument("--no-admin", action="store_true", help="do not serve the AdminService")
-
-
-def serve_options(args: argparse.Namespace) -> dict[str, Any]:
-    from service.config import ServerConfig
-    from service.operations import check_admin_exposure
-
-    if args.registry is not None and getattr(args, "index", None) is not None:
-        raise ArtifactError("give --index or --registry, not both")
-    options = {
-        "registry": args.registry,
-        "registry_poll_seconds": args.registry_poll,
-        "metrics_port": args.metrics_port,
-        "log_queries": args.log_queries,
-        "admin": not args.no_admin,
-    }
-    # Refuse an unprotected public Admin before loading anything (the server checks again).
-    check_admin_exposure(ServerConfig(host=args.host, auth_token_file=args.auth_token_file, admin=options["admin"]))
-    return options

@@ -14,7 +14,8 @@ import grpc
 from artifacts import ArtifactError
 from retrieval.errors import SearchError
 from service.cli import registry as registry_cli
-from service.server import StartupError
+from service.cli.options import add_encoder_runtime
+from service.serving.loading import StartupError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (SearchError, ArtifactError, StartupError, OSError)
 
@@ -76,19 +77,6 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     add_encoder_runtime(parser, "torch", "how queries are encoded (local index)")
 
 
-def add_encoder_runtime(parser: argparse.ArgumentParser, default: str, what: str) -> None:
-    """The ``--encoder-runtime`` option (retrieval/onnx_encoder.py) of the commands that encode."""
-    from retrieval.onnx_encoder import RUNTIMES
-
-    parser.add_argument(
-        "--encoder-runtime",
-        default=default,
-        choices=RUNTIMES,
-        help=f"{what}: torch (the reference), onnx (ONNX Runtime, float32: the same vectors) or onnx-int8 "
-        f"(int8 weights: fastest, slightly different vectors); default {default}",
-    )
-
-
 def _fusion(args: argparse.Namespace) -> Any:
     from retrieval.fusion import FusionConfig
 
@@ -101,7 +89,7 @@ def _local_searcher(index_dir: Path, reranker_dir: Path | None, runtime: str = "
     from retrieval.index import SearchIndex
     from retrieval.onnx_encoder import load_encoder
     from retrieval.pipeline import Searcher
-    from service.server import load_reranker
+    from service.serving.loading import load_reranker
 
     index = SearchIndex.load(index_dir)
     encoder = load_encoder(index.encoder_info["name"], runtime)

@@ -1,4 +1,9 @@
-"""``sleuth serve``: load the artifacts and serve them over gRPC."""
+"""``sleuth serve``: load the artifacts and serve them over gRPC.
+
+Every option of ``serve`` is defined here, grouped as ``sleuth serve --help`` shows them: what to
+serve, how to listen, performance and limits, security, versions and observability, experiments
+and feedback. :func:`config_from_args` turns them into one :class:`~service.config.ServerConfig`.
+"""
 
 from __future__ import annotations
 
@@ -7,94 +12,96 @@ from pathlib import Path
 from typing import Any
 
 from artifacts import ArtifactError
-from service.cli import online as online_cli
-from service.cli import registry as registry_cli
-from service.cli.search import add_encoder_runtime
+from service.cli.options import add_encoder_runtime, positive_int
 from service.config import DEFAULT_PORT, ServerConfig
-from service.security import SecurityConfigError
+from service.security import SecurityConfigError, check_admin_exposure
 
 
 class ServeOptionError(Exception):
-    """Options that do not go together."""
+    """Options that do not go together, or a value out of range."""
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (SecurityConfigError, ArtifactError, ServeOptionError)
 
 
 def register(groups: Any) -> None:
+    """Add ``sleuth serve`` to the parser."""
     serve = groups.root.add_parser(
         "serve", help="serve search (and linking) over gRPC; with no --index, the embedded demo"
     )
-    serve.add_argument("--index", type=Path, help="search index directory (default: the demo index)")
-    serve.add_argument("--host", default="localhost", help="address to bind (default localhost)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
-    serve.add_argument("--encoder", help="override the encoder named in the index manifest")
-    serve.add_argument("--reranker", type=Path, help="reranker model directory")
-    serve.add_argument("--kb", type=Path, help="entity-linking KB directory (default: the demo KB)")
-    serve.add_argument("--model", type=Path, help="entity-linking model directory (default: the demo linker)")
-    serve.add_argument("--threads", type=int, default=4, help="worker threads for search (default 4)")
-    serve.add_argument("--grace", type=float, default=5.0, help="seconds to finish in-flight calls on shutdown")
-    add_serving_options(serve)
-    registry_cli.add_serve_options(serve)  # --registry, --metrics-port, --log-queries, --no-admin (issue 4)
-    online_cli.add_serve_options(serve)  # --experiment, --feedback-db, --no-feedback, --drift-threshold (issue 5)
-    serve.set_defaults(func=run_serve)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def add_serving_options(serve: argparse.ArgumentParser) -> None:
-    """Performance, limits and security options (issue 3: service/serving.py, limits.py, security.py)."""
-    serve.add_argument(
-        "--workers", type=_positive_int, default=1, help="server processes sharing the port (SO_REUSEPORT); default 1"
+    what = serve.add_argument_group("what to serve")
+    what.add_argument("--index", type=Path, help="search index directory (default: the demo index)")
+    what.add_argument("--encoder", help="override the encoder named in the index manifest")
+    what.add_argument("--reranker", type=Path, help="reranker model directory")
+    what.add_argument("--kb", type=Path, help="entity-linking KB directory (default: the demo KB)")
+    what.add_argument("--model", type=Path, help="entity-linking model directory (default: the demo linker)")
+    what.add_argument("--registry", type=Path, help="serve the registry's active versions; Admin can then switch them")
+    what.add_argument(
+        "--registry-poll", type=float, default=2.0, help="seconds between checks of the registry pointer (0 = off)"
     )
-    serve.add_argument(
+
+    listen = serve.add_argument_group("listening")
+    listen.add_argument("--host", default="localhost", help="address to bind (default localhost)")
+    listen.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
+    listen.add_argument("--grace", type=float, default=5.0, help="seconds to finish in-flight calls on shutdown")
+
+    perf = serve.add_argument_group("performance and limits (service/serving/)")
+    perf.add_argument(
+        "--workers", type=positive_int, default=1, help="server processes sharing the port (SO_REUSEPORT); default 1"
+    )
+    perf.add_argument("--threads", type=int, default=4, help="worker threads for search (default 4)")
+    perf.add_argument(
         "--max-inflight",
-        type=_positive_int,
+        type=positive_int,
         default=256,
         help="requests in flight per worker before RESOURCE_EXHAUSTED (default 256)",
     )
-    serve.add_argument("--batch-size", type=_positive_int, default=32, help="query encodings per micro-batch")
-    serve.add_argument("--batch-wait-ms", type=float, default=2.0, help="longest wait for a micro-batch to fill")
-    add_encoder_runtime(serve, "onnx", "how queries and linking contexts are encoded (docs/benchmarks.md)")
-    serve.add_argument(
+    perf.add_argument("--batch-size", type=positive_int, default=32, help="query encodings per micro-batch")
+    perf.add_argument("--batch-wait-ms", type=float, default=2.0, help="longest wait for a micro-batch to fill")
+    add_encoder_runtime(perf, "onnx", "how queries and linking contexts are encoded (docs/benchmarks.md)")
+    perf.add_argument(
         "--bf16",
         action="store_true",
-        help="torch runtime only: encode queries in bfloat16 (faster on AVX512-BF16 CPUs; see batching.py)",
+        help="torch runtime only: encode queries in bfloat16 (faster on AVX512-BF16 CPUs; see serving/batching.py)",
     )
-    serve.add_argument(
-        "--torch-threads", type=_positive_int, help="torch threads per worker (default: cores / workers)"
-    )
-    serve.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve TLS only")
-    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    serve.add_argument(
+    perf.add_argument("--torch-threads", type=positive_int, help="torch threads per worker (default: cores / workers)")
+
+    security = serve.add_argument_group("security (service/security.py)")
+    security.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve TLS only")
+    security.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    security.add_argument(
         "--auth-token-file", type=Path, help="require 'authorization: Bearer <token>' on every RPC but health"
     )
+    security.add_argument("--no-admin", action="store_true", help="do not serve the AdminService")
 
+    observe = serve.add_argument_group("observability")
+    observe.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (default 0 = off)")
+    observe.add_argument("--log-queries", action="store_true", help="put query texts in the JSON access log")
 
-def serving_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "workers": args.workers,
-        "max_inflight": args.max_inflight,
-        "batch_max_size": args.batch_size,
-        "batch_max_wait_ms": args.batch_wait_ms,
-        "encoder_runtime": args.encoder_runtime,
-        "encoder_bf16": args.bf16,
-        "torch_threads": args.torch_threads,
-        "tls_cert": args.tls_cert,
-        "tls_key": args.tls_key,
-        "auth_token_file": args.auth_token_file,
-    }
+    online = serve.add_argument_group("experiments and feedback (service/mlops/)")
+    online.add_argument(
+        "--experiment", type=Path, help="experiment JSON file (re-read on change; see service/mlops/experiments.py)"
+    )
+    online.add_argument(
+        "--feedback-db",
+        type=Path,
+        default=Path("var/feedback.db"),
+        help="SQLite feedback log (default var/feedback.db)",
+    )
+    online.add_argument("--no-feedback", action="store_true", help="do not serve the FeedbackService")
+    online.add_argument("--drift-threshold", type=float, default=0.25, help="PSI that raises a drift alarm (0.25)")
+    serve.set_defaults(func=run_serve)
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """The server configuration ``args`` describe; refuses options that do not go together."""
     if args.bf16 and args.encoder_runtime != "torch":
         raise ServeOptionError("--bf16 applies to the torch runtime: add --encoder-runtime torch")
-    return ServerConfig(
+    if args.registry is not None and args.index is not None:
+        raise ArtifactError("give --index or --registry, not both")
+    if not args.drift_threshold > 0:
+        raise ServeOptionError(f"--drift-threshold must be positive, got {args.drift_threshold}")
+    config = ServerConfig(
         host=args.host,
         port=args.port,
         index=args.index,
@@ -104,13 +111,32 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         linker_model=args.model,
         threads=args.threads,
         grace_seconds=args.grace,
-        **serving_options(args),
-        **registry_cli.serve_options(args),
-        **online_cli.serve_options(args),
+        workers=args.workers,
+        max_inflight=args.max_inflight,
+        batch_max_size=args.batch_size,
+        batch_max_wait_ms=args.batch_wait_ms,
+        encoder_runtime=args.encoder_runtime,
+        encoder_bf16=args.bf16,
+        torch_threads=args.torch_threads,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        auth_token_file=args.auth_token_file,
+        registry=args.registry,
+        registry_poll_seconds=args.registry_poll,
+        admin=not args.no_admin,
+        metrics_port=args.metrics_port,
+        log_queries=args.log_queries,
+        experiment=args.experiment,
+        feedback_db=None if args.no_feedback else args.feedback_db,
+        drift_threshold=args.drift_threshold,
     )
+    # Refuse an unprotected public Admin before loading anything (the server checks again).
+    check_admin_exposure(config)
+    return config
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from service.workers import run
+    """Serve until SIGTERM/SIGINT (one process, or ``--workers N``)."""
+    from service.serving.workers import run
 
     return run(config_from_args(args))

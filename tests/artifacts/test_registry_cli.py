@@ -15,7 +15,7 @@ from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher
 from service.cli import main
 from service.config import ServerConfig
-from service.server import Services
+from service.serving.loading import Services
 from tests.conftest import TINY_KEYWORDS, FakeEncoder
 from tests.service.conftest import running_server
 

@@ -13,8 +13,9 @@ import pytest
 
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
-from service.metrics import access_logger
-from service.server import Services, create_server, stop_server
+from service.interceptors.telemetry import access_logger
+from service.serving.builder import create_server
+from service.serving.loading import Services
 
 _LOOP: asyncio.AbstractEventLoop | None = None
 
@@ -35,15 +36,15 @@ def running_server(services: Services, config: ServerConfig | None = None) -> It
     loop = event_loop_thread()
 
     async def start():
-        server, port = await create_server(config, services)
-        await server.start()
-        return server, port
+        running = await create_server(config, services)
+        await running.start()
+        return running
 
-    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    running = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{running.port}"
     finally:
-        asyncio.run_coroutine_threadsafe(stop_server(server, 0), loop).result(30)
+        asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(30)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import numpy as np
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
-from service.server import Services
+from service.serving.loading import Services
 from tests.conftest import TINY_KEYWORDS, FakeEncoder
 
 
@@ -44,7 +44,7 @@ def load(config: ServerConfig) -> Services:
 
 
 def main(argv: list[str]) -> int:
-    from service.workers import run
+    from service.serving.workers import run
     from tests.service.serving_app import load as importable_load  # picklable by name for spawned workers
 
     index, port, workers = argv

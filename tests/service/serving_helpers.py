@@ -16,7 +16,8 @@ import grpc
 import numpy as np
 
 from service.config import ServerConfig
-from service.server import Services, create_server, stop_server
+from service.serving.builder import RunningServer, create_server
+from service.serving.loading import Services
 from tests.conftest import FakeEncoder
 from tests.service.conftest import event_loop_thread
 
@@ -49,15 +50,15 @@ class GatedEncoder(FakeEncoder):
 @dataclass
 class ServerHandle:
     address: str
-    server: grpc.aio.Server
+    server: RunningServer
 
     @property
-    def limiter(self):  # the AdmissionLimiter (service/limits.py)
-        return self.server.sleuth_runner.limiter
+    def limiter(self):  # the AdmissionLimiter (service/serving/limits.py)
+        return self.server.runner.limiter
 
     @property
-    def batcher(self):  # the EncodeBatcher (service/batching.py)
-        return self.server.sleuth_runner.batcher
+    def batcher(self):  # the EncodeBatcher (service/serving/batching.py)
+        return self.server.runner.batcher
 
 
 @contextmanager
@@ -65,16 +66,16 @@ def serving(services: Services, config: ServerConfig) -> Iterator[ServerHandle]:
     """Like ``running_server`` (same shared event loop) but yields the server object too."""
     loop = event_loop_thread()
 
-    async def start() -> tuple[grpc.aio.Server, int]:
-        server, port = await create_server(config, services)
-        await server.start()
-        return server, port
+    async def start() -> RunningServer:
+        running = await create_server(config, services)
+        await running.start()
+        return running
 
-    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    running = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
     try:
-        yield ServerHandle(f"127.0.0.1:{port}", server)
+        yield ServerHandle(f"127.0.0.1:{running.port}", running)
     finally:
-        asyncio.run_coroutine_threadsafe(stop_server(server, 0), loop).result(30)
+        asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(30)
 
 
 def assert_clean(error: grpc.RpcError) -> None:

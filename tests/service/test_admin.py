@@ -13,8 +13,9 @@ from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
 from service.generated.sleuth.v1 import admin_pb2, admin_pb2_grpc, search_pb2, search_pb2_grpc
-from service.operations import AdminExposedError, is_loopback
-from service.server import Services, create_server, stop_server
+from service.security import AdminExposedError, is_loopback
+from service.serving.builder import create_server
+from service.serving.loading import Services
 from tests.service.conftest import event_loop_thread, running_server
 from tests.service.lifecycle_helpers import SlowEncoder, publish_tagged
 
@@ -95,9 +96,9 @@ def test_admin_needs_the_token_when_one_is_configured(registry_pair, tmp_path: P
 
 
 def test_the_admin_servicer_checks_the_token_itself(registry_pair) -> None:
-    from service.admin_servicer import AdminServicer
-    from service.lifecycle import Lifecycle
-    from service.serving_state import ServingState
+    from service.servicers.admin import AdminServicer
+    from service.serving.lifecycle import Lifecycle
+    from service.serving.state import ServingState
 
     registry, a, _, services = registry_pair
     servicer = AdminServicer(Lifecycle(ServingState("search-index", services.searcher, a.version), registry), TOKEN)
@@ -129,8 +130,8 @@ def test_admin_is_refused_on_a_public_address_without_a_token(registry_pair, tmp
     loop = event_loop_thread()
 
     def create(config: ServerConfig):
-        server, _ = asyncio.run_coroutine_threadsafe(create_server(config, services), loop).result(30)
-        asyncio.run_coroutine_threadsafe(stop_server(server, 0), loop).result(30)
+        running = asyncio.run_coroutine_threadsafe(create_server(config, services), loop).result(30)
+        asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(30)
 
     with pytest.raises(AdminExposedError, match="--auth-token-file"):
         create(ServerConfig(host="0.0.0.0", port=0, threads=1))

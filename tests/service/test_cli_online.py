@@ -5,7 +5,7 @@ import json
 from retrieval.corpus import load_qrels, load_queries
 from service.cli import main
 from service.cli.online import parse_drift_metrics
-from service.feedback import FeedbackEvent, FeedbackLog
+from service.mlops.feedback import FeedbackEvent, FeedbackLog
 
 
 def _log(tmp_path) -> str:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from service.experiments import CANDIDATE, CONTROL, Experiment, ExperimentConfigError, ExperimentSource
+from service.mlops.experiments import CANDIDATE, CONTROL, Experiment, ExperimentConfigError, ExperimentSource
 
 
 def test_assignment_is_deterministic_per_key_and_independent_of_order() -> None:

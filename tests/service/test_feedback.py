@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from service.feedback import FeedbackEvent, FeedbackLog
-from service.online_metrics import clicks_to_judgments, online_report, wilson
+from service.mlops.feedback import FeedbackEvent, FeedbackLog
+from service.mlops.online_metrics import clicks_to_judgments, online_report, wilson
 
 ROOT = Path(__file__).resolve().parents[2]
 
 WRITER = textwrap.dedent(
     """
     import sys
-    from service.feedback import FeedbackEvent, FeedbackLog
+    from service.mlops.feedback import FeedbackEvent, FeedbackLog
     log = FeedbackLog(sys.argv[1])
     i = 0
     while True:
@@ -105,7 +105,7 @@ def test_click_export_corrects_for_position() -> None:
 
 
 def test_arm_differences_detect_a_real_gap_and_not_a_null_one() -> None:
-    from service.online_metrics import arm_differences
+    from service.mlops.online_metrics import arm_differences
 
     events = []
     for i in range(200):
@@ -127,7 +127,7 @@ def test_arm_differences_detect_a_real_gap_and_not_a_null_one() -> None:
 OPENER = textwrap.dedent(
     """
     import sys, time
-    from service.feedback import FeedbackEvent, FeedbackLog
+    from service.mlops.feedback import FeedbackEvent, FeedbackLog
     while time.time() < float(sys.argv[2]):  # start together
         pass
     log = FeedbackLog(sys.argv[1])

@@ -7,6 +7,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_committed_grpc_code_matches_the_protos() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--check"], capture_output=True, text=True
+        [sys.executable, "-m", "scripts.gen_proto", "--check"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -19,9 +19,9 @@ from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
 from service.generated.sleuth.v1 import admin_pb2, admin_pb2_grpc, search_pb2, search_pb2_grpc
-from service.lifecycle import Lifecycle
-from service.server import Services
-from service.serving_state import ServingState
+from service.serving.lifecycle import Lifecycle
+from service.serving.loading import Services
+from service.serving.state import ServingState
 from tests.service.conftest import event_loop_thread, running_server
 from tests.service.lifecycle_helpers import SlowEncoder, publish_tagged, tag_of
 

@@ -24,8 +24,8 @@ from retrieval.drift import Histogram
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
 from service.generated.sleuth.v1 import admin_pb2, admin_pb2_grpc, linking_pb2, linking_pb2_grpc
-from service.linking_servicer import LoadedLinker, load_linker
-from service.server import Services
+from service.serving.linker import LoadedLinker, load_linker
+from service.serving.loading import Services
 from tests.conftest import FakeEncoder
 from tests.linking.conftest import ALIASES, ENTITIES, KEYWORDS
 from tests.linking.test_pipeline import TRAIN
@@ -145,7 +145,7 @@ def test_linking_reference_covers_both_features() -> None:
 
 
 def test_activate_swaps_the_linker_model_and_rollback_restores_it(tiny_index, fake_encoder, tmp_path) -> None:
-    """Linker versions in the registry: Activate and Rollback reach the Link RPC (issue 4 hot swap)."""
+    """Linker versions in the registry: Activate and Rollback reach the Link RPC (hot swap)."""
     kb = KnowledgeBase(ENTITIES, ALIASES)
     linker = EntityLinker(kb, FakeEncoder(KEYWORDS), detector=MentionDetector(load_spacy()))
     prepared = prepare_documents(linker, TRAIN, "tiny")
@@ -181,8 +181,8 @@ def test_link_drift_follows_the_served_model_reference_across_a_swap() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from retrieval.drift import DriftMonitor
-    from service.linking_servicer import LinkingServicer
-    from service.serving_state import ServingState
+    from service.servicers.linking import LinkingServicer
+    from service.serving.state import ServingState
 
     kb = KnowledgeBase(ENTITIES, ALIASES)
     linker = EntityLinker(kb, FakeEncoder(KEYWORDS), detector=MentionDetector(load_spacy()))

@@ -14,7 +14,7 @@ from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
 from service.generated.sleuth.v1 import admin_pb2, admin_pb2_grpc, search_pb2, search_pb2_grpc
-from service.server import Services
+from service.serving.loading import Services
 from tests.service.conftest import running_server
 from tests.service.lifecycle_helpers import SlowEncoder, free_port, publish_tagged
 

@@ -1,4 +1,4 @@
-"""Experiments, feedback and drift through a real server (issue 5)."""
+"""Experiments, feedback and drift through a real server."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher
 from service.cli import main
 from service.config import ServerConfig
-from service.experiments import Experiment
-from service.feedback import FeedbackLog
 from service.generated.sleuth.v1 import feedback_pb2, feedback_pb2_grpc, search_pb2, search_pb2_grpc
-from service.server import Services
+from service.mlops.experiments import Experiment
+from service.mlops.feedback import FeedbackLog
+from service.serving.loading import Services
 from tests.service.conftest import running_server
 from tests.service.lifecycle_helpers import free_port
 from tests.service.test_serving_shutdown import REPO, wait_until_serving
@@ -105,7 +105,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 from service.config import ServerConfig
-from service.workers import run
+from service.serving.workers import run
 from tests.service.serving_app import load
 
 index, port, db = sys.argv[1:]

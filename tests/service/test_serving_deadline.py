@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from retrieval.pipeline import Searcher, SearchRequest
-from service.batching import BatchingConfig, EncodeBatcher
 from service.config import ServerConfig
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
-from service.limits import AdmissionLimiter, Deadline, DeadlineExpiredError, OverloadedError
-from service.server import Services
-from service.serving import SearchRunner
+from service.serving.batching import BatchingConfig, EncodeBatcher
+from service.serving.limits import AdmissionLimiter, Deadline, DeadlineExpiredError, OverloadedError
+from service.serving.loading import Services
+from service.serving.runner import SearchRunner
 from tests.conftest import TINY_KEYWORDS, FakeEncoder
 from tests.service.serving_helpers import GatedEncoder, serving
 

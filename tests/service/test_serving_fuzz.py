@@ -20,7 +20,7 @@ from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
-from service.server import Services
+from service.serving.loading import Services
 from tests.conftest import TINY_DOCS, TINY_KEYWORDS, FakeEncoder
 from tests.service.conftest import running_server
 from tests.service.serving_helpers import assert_clean

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
 from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
-from service.server import Services
+from service.serving.loading import Services
 from tests.conftest import TINY_KEYWORDS, FakeEncoder
 from tests.service.conftest import running_server
 from tests.service.serving_helpers import assert_clean
@@ -62,7 +62,8 @@ def link_channel(tmp_path_factory) -> Iterator[grpc.Channel]:
 
     from linking import EntityLinker, KnowledgeBase, MentionDetector, load_spacy
     from retrieval.index import SearchIndex
-    from service.linking_servicer import DEMO_KB_DIR, LoadedLinker
+    from service.demo import demo_kb_dir
+    from service.serving.linker import LoadedLinker
     from tests.conftest import TINY_DOCS
 
     root = tmp_path_factory.mktemp("fuzz-link")
@@ -70,7 +71,7 @@ def link_channel(tmp_path_factory) -> Iterator[grpc.Channel]:
     corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY_DOCS), encoding="utf-8")
     encoder = FakeEncoder(TINY_KEYWORDS)
     index = SearchIndex.build(corpus, root / "index", encoder)
-    kb = KnowledgeBase.from_files([DEMO_KB_DIR / "entities.jsonl"], [DEMO_KB_DIR / "aliases.tsv"])
+    kb = KnowledgeBase.from_files([demo_kb_dir() / "entities.jsonl"], [demo_kb_dir() / "aliases.tsv"])
     linker = EntityLinker(kb, encoder, detector=MentionDetector(load_spacy()))
     services = Services(searcher=Searcher(index, encoder), linker=LoadedLinker(linker, "kb@fuzz", "prior"))
     config = ServerConfig(host="127.0.0.1", port=0, threads=2)

@@ -1,4 +1,4 @@
-"""Link RPC: the in-flight bound and deadlines apply to it too (service/admission.py)."""
+"""Link RPC: the in-flight bound and deadlines apply to it too (service/interceptors/admission.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
 from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
-from service.linking_servicer import LoadedLinker
-from service.server import Services
+from service.serving.linker import LoadedLinker
+from service.serving.loading import Services
 from tests.service.serving_helpers import serving
 
 
@@ -39,9 +39,9 @@ class GatedLinker:
 
 
 def test_link_is_bounded_and_expired_links_are_dropped(tiny_index, fake_encoder, monkeypatch) -> None:
-    import service.server
-    from service.admission import AdmissionInterceptor
-    from service.security import server_interceptors
+    import service.interceptors.chain
+    from service.interceptors.admission import AdmissionInterceptor
+    from service.interceptors.chain import server_interceptors
 
     chains: list[list] = []
 
@@ -49,7 +49,7 @@ def test_link_is_bounded_and_expired_links_are_dropped(tiny_index, fake_encoder,
         chains.append(server_interceptors(config))
         return chains[-1]
 
-    monkeypatch.setattr(service.server, "server_interceptors", recording)
+    monkeypatch.setattr(service.interceptors.chain, "server_interceptors", recording)
     linker = GatedLinker()
     services = Services(searcher=Searcher(tiny_index, fake_encoder), linker=LoadedLinker(linker, "kb@t", "m@t"))
     # One executor thread; max_inflight 16 admits 16 // 8 = 2 link calls at a time.

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
-from service.server import Services
+from service.serving.loading import Services
 from tests.conftest import TINY_KEYWORDS
 from tests.service.serving_helpers import GatedEncoder, serving
 

@@ -13,8 +13,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from retrieval.pipeline import Searcher
 from service.config import ServerConfig
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
-from service.security import BearerTokenInterceptor, SecurityConfigError, add_port, load_token
-from service.server import Services
+from service.interceptors.auth import BearerTokenInterceptor
+from service.security import SecurityConfigError, load_token
+from service.serving.builder import add_port
+from service.serving.loading import Services
 from tests.service.conftest import event_loop_thread, running_server
 
 TOKEN = "test-token-0123456789abcdef"

@@ -24,7 +24,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
-from service.server import HandlerTasks
+from service.interceptors.drain import HandlerTasks
 from tests.service.lifecycle_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,7 +123,7 @@ def test_sigterm_stops_every_worker_gracefully(tiny_index, tmp_path: Path) -> No
         address = f"127.0.0.1:{found.group(1)}"
         wait_until_serving(address, process)
         # Both workers must be up before the signal (the second may still be loading).
-        while log.read_text(errors="replace").count("service.server: serving on") < 2:
+        while log.read_text(errors="replace").count("service.serving.builder: serving on") < 2:
             assert time.monotonic() < end and process.poll() is None, log.read_text(errors="replace")
             time.sleep(0.5)
         in_flight_then_sigterm(address, process, markers)
@@ -135,7 +135,7 @@ def test_sigterm_stops_every_worker_gracefully(tiny_index, tmp_path: Path) -> No
 def test_stop_waits_for_call_handlers_and_cancels_stragglers(caplog: pytest.LogCaptureFixture) -> None:
     # grpc.aio's Server.stop can return while the tasks running the last calls are a few loop turns
     # from done; asyncio.run then cancels them and gRPC logs a CancelledError traceback.
-    # stop_server waits for them (HandlerTasks); one that does not return in time is cancelled.
+    # RunningServer.stop waits for them (HandlerTasks); one that does not return in time is cancelled.
     async def scenario() -> tuple[asyncio.Task, asyncio.Task, HandlerTasks]:
         tracker = HandlerTasks()
 
@@ -151,7 +151,7 @@ def test_stop_waits_for_call_handlers_and_cancels_stragglers(caplog: pytest.LogC
         await tracker.wait(timeout=1.0)
         return returning, stuck, tracker
 
-    with caplog.at_level(logging.WARNING, logger="service.server"):
+    with caplog.at_level(logging.WARNING, logger="service.interceptors.drain"):
         returning, stuck, tracker = asyncio.run(scenario())
     assert returning.done() and not returning.cancelled()
     assert stuck.cancelled()

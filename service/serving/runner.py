@@ -1,8 +1,8 @@
 """The serving path of a search request: admit, check the deadline, encode in a micro-batch, search.
 
 :class:`SearchRunner` is what the servicer calls; it knows nothing of protobuf. It holds the
-per-process serving machinery: the :class:`~service.limits.AdmissionLimiter`, the
-:class:`~service.batching.EncodeBatcher` and the thread pool that runs ``Searcher.run``.
+per-process serving machinery: the :class:`~service.serving.limits.AdmissionLimiter`, the
+:class:`~service.serving.batching.EncodeBatcher` and the thread pool that runs ``Searcher.run``.
 
 Thread counts are set deliberately by :func:`configure_threads` (see its docstring).
 """
@@ -19,9 +19,9 @@ import numpy as np
 
 from retrieval.dense import Encoder
 from retrieval.pipeline import Searcher, SearchRequest, SearchResult
-from service.batching import BatchingConfig, EncodeBatcher
 from service.config import ServerConfig
-from service.limits import DEFAULT_MAX_INFLIGHT, AdmissionLimiter, Deadline
+from service.serving.batching import BatchingConfig, EncodeBatcher
+from service.serving.limits import DEFAULT_MAX_INFLIGHT, AdmissionLimiter, Deadline
 
 logger = logging.getLogger(__name__)
 
@@ -70,22 +70,6 @@ def configure_threads(torch_threads: int, faiss_threads: int = 1) -> None:
         logger.debug("torch inter-op threads already fixed at %d", torch.get_num_interop_threads())
     faiss.omp_set_num_threads(max(1, faiss_threads))
     logger.info("threads: torch intra-op %d, FAISS %d", torch.get_num_threads(), max(1, faiss_threads))
-
-
-def grpc_server_options(config: ServerConfig) -> list[tuple[str, int]]:
-    """Channel options of the server: explicit message size limits, SO_REUSEPORT for workers.
-
-    SO_REUSEPORT is on only with ``workers > 1``: a single server should fail loudly when its port
-    is taken, not silently share it with whatever else is listening there.
-    """
-    return [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
-        # Idle clients are told to reconnect eventually, so SO_REUSEPORT keeps spreading load.
-        ("grpc.max_connection_age_ms", 10 * 60 * 1000),
-        ("grpc.max_connection_age_grace_ms", 30 * 1000),
-    ]
 
 
 def warm_up(searcher: Searcher, batch_sizes: Sequence[int] = (2, 8, 32)) -> None:

@@ -13,7 +13,7 @@ import grpc
 
 from artifacts import ArtifactError, VersionNotFoundError
 from retrieval.errors import InvalidRequestError
-from service.limits import DeadlineExpiredError, OverloadedError
+from service.serving.limits import DeadlineExpiredError, OverloadedError
 
 logger = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ import grpc
 from retrieval.errors import InvalidRequestError
 from retrieval.fusion import FusionConfig
 from retrieval.pipeline import Searcher, SearchRequest, SearchResult, snippet
-from service.errors import abort_with
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
-from service.limits import Deadline
-from service.metrics import note_search
-from service.online import OnlineLoop
-from service.serving import SearchRunner
-from service.serving_state import ServingState
+from service.interceptors.telemetry import note_search
+from service.servicers.status import abort_with
+from service.serving.limits import Deadline
+from service.serving.online import OnlineLoop
+from service.serving.runner import SearchRunner
+from service.serving.state import ServingState
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     """Serves the current :class:`Searcher` of a :class:`ServingState` (or one fixed Searcher).
 
     Each request leases the version current when it starts and uses it throughout, so a hot swap
-    never mixes two versions in one response (issue 4; service/serving_state.py).
+    never mixes two versions in one response (service/serving/state.py).
     """
 
     def __init__(
@@ -107,9 +107,9 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             searcher = ServingState("search-index", searcher, searcher.index.version)
         self.serving = searcher
         self._executor = executor
-        # Admission control, deadlines and encode micro-batching (service/serving.py).
+        # Admission control, deadlines and encode micro-batching (service/serving/runner.py).
         self._runner = runner or SearchRunner(executor)
-        # Experiment arms and drift observation (issue 5; service/online.py).
+        # Experiment arms and drift observation (service/serving/online.py).
         self.online = online or OnlineLoop()
 
     async def Search(

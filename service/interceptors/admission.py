@@ -19,8 +19,8 @@ from typing import Any
 
 import grpc
 
-from service.limits import AdmissionLimiter, Deadline, DeadlineExpiredError, OverloadedError
-from service.security import Continuation
+from service.interceptors.base import Continuation
+from service.serving.limits import AdmissionLimiter, Deadline, DeadlineExpiredError, OverloadedError
 
 LINK_PREFIX = "/sleuth.v1.LinkingService/"
 LINK_INFLIGHT_DIVISOR = 8

@@ -1,23 +1,10 @@
-"""Observability: Prometheus metrics on their own port and one structured JSON log line a request.
-
-Metrics (one :class:`prometheus_client.CollectorRegistry` per server, so several servers in one
-process, as in the tests, do not share counters):
-
-* ``sleuth_requests_total{rpc, code}`` and ``sleuth_request_errors_total{rpc, code}`` (code != OK)
-* ``sleuth_request_latency_seconds{rpc}``: histogram of whole-call latency
-* ``sleuth_stage_latency_seconds{stage}``: histogram per pipeline stage; search reports bm25,
-  dense, fuse, rerank (``SearchResult.timings_ms``), linking detect, candidates, disambiguate
-* ``sleuth_search_results_total`` / ``sleuth_search_zero_results_total``: zero-result rate is
-  ``rate(zero) / rate(results)``
-* ``sleuth_link_mentions_total`` / ``sleuth_link_nil_total``: NIL rate likewise
-* ``sleuth_active_version_info{kind, version}`` = 1 for what is served now, and
-  ``sleuth_version_inflight_requests{kind, version, state}`` (state "serving" or "draining")
-* ``sleuth_swaps_total{kind, outcome}``: activations and rollbacks, "ok" or "failed"
+"""Telemetry of every call: its counters and one structured JSON access-log line a request.
 
 The access log is the logger ``sleuth.access``: one JSON object a request, with the request id
 (the client's ``x-request-id`` metadata, or a fresh one, echoed back in the trailing metadata),
 the RPC, the version that served it, latency, status code, and result counts. The query text is
-never logged unless the server runs with ``--log-queries``.
+never logged unless the server runs with ``--log-queries``. The counters are those of
+:class:`~service.serving.metrics.ServerMetrics`.
 
 Servicers report what only they know through :func:`note_search` / :func:`note_linking`: they find
 the current call's record in a context variable set by :class:`TelemetryInterceptor`, and do
@@ -29,27 +16,22 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import multiprocessing
 import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
-from service.security import Continuation
+from service.interceptors.base import Continuation
+from service.serving.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("sleuth.access")
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 UNLOGGED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 REQUEST_ID_KEY = "x-request-id"
 MAX_LOGGED_QUERY_CHARS = 512
@@ -72,99 +54,6 @@ class CallRecord:
 
 _CURRENT: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("sleuth_call", default=None)
 _ACTIVE: contextvars.ContextVar[ServerMetrics | None] = contextvars.ContextVar("sleuth_metrics", default=None)
-
-
-class ServerMetrics:
-    """The metrics of one server, in their own registry."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "sleuth_requests", "RPCs handled, by method and status code", ["rpc", "code"], registry=r
-        )
-        self.errors = Counter(
-            "sleuth_request_errors", "RPCs that did not end OK, by status code", ["rpc", "code"], registry=r
-        )
-        self.latency = Histogram(
-            "sleuth_request_latency_seconds", "Whole-call latency", ["rpc"], buckets=LATENCY_BUCKETS, registry=r
-        )
-        self.stage_latency = Histogram(
-            "sleuth_stage_latency_seconds",
-            "Latency of one pipeline stage",
-            ["stage"],
-            buckets=STAGE_BUCKETS,
-            registry=r,
-        )
-        self.search_results = Counter("sleuth_search_results", "Search results returned (one per query)", registry=r)
-        self.zero_results = Counter("sleuth_search_zero_results", "Search results with no hit", registry=r)
-        self.link_mentions = Counter("sleuth_link_mentions", "Mentions linked", registry=r)
-        self.link_nil = Counter("sleuth_link_nil", "Mentions answered NIL (no entity)", registry=r)
-        self.swaps = Counter("sleuth_swaps", "Version swaps, by kind and outcome", ["kind", "outcome"], registry=r)
-
-    def observe_stages(self, timings_ms: dict[str, float]) -> None:
-        for stage, ms in timings_ms.items():
-            self.stage_latency.labels(stage).observe(ms / 1000.0)
-
-    def watch_versions(self, source: Callable[[], Iterable[Any]]) -> None:
-        """Export served/draining versions; ``source()`` yields objects with kind, version, inflight, draining."""
-        self.registry.register(_VersionCollector(source))
-
-    def serve_http(self, port: int, host: str = "localhost") -> MetricsServer:
-        """Expose ``/metrics`` on ``host:port`` (a daemon thread); stop it with ``.close()``."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
-        logger.info("metrics on http://%s:%d/metrics", host, server.server_port)
-        return MetricsServer(server, thread)
-
-
-class MetricsServer:
-    """The running ``/metrics`` HTTP server."""
-
-    def __init__(self, server: Any, thread: Any) -> None:
-        self._server = server
-        self._thread = thread
-        self.port = int(server.server_port)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-
-class _VersionCollector(Collector):
-    def __init__(self, source: Callable[[], Iterable[Any]]) -> None:
-        self._source = source
-
-    def describe(self) -> list[Any]:
-        return []
-
-    def collect(self) -> Iterable[Any]:
-        info = GaugeMetricFamily(
-            "sleuth_active_version_info", "The version served now, per kind", labels=["kind", "version"]
-        )
-        inflight = GaugeMetricFamily(
-            "sleuth_version_inflight_requests",
-            "Requests in flight per served or draining version",
-            labels=["kind", "version", "state"],
-        )
-        for slot in self._source():
-            if not slot.draining:
-                info.add_metric([slot.kind, slot.version], 1)
-            inflight.add_metric([slot.kind, slot.version, "draining" if slot.draining else "serving"], slot.inflight)
-        yield info
-        yield inflight
-
-
-def metrics_port_for_this_process(port: int, workers: int) -> int:
-    """``port``, plus the worker number when ``--workers N`` runs several processes.
-
-    Each worker process has its own counters, so each exposes them on its own port
-    (``port``, ``port+1``, ...); workers are named ``sleuth-worker-N`` by :mod:`service.workers`.
-    """
-    if port == 0 or workers <= 1:
-        return port
-    match = re.fullmatch(r"sleuth-worker-(\d+)", multiprocessing.current_process().name)
-    return port + int(match.group(1)) if match else port
 
 
 def note_search(version: str, results: Sequence[Any]) -> None:

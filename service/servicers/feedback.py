@@ -9,9 +9,9 @@ from concurrent.futures import Executor
 import grpc
 
 from retrieval.errors import InvalidRequestError
-from service.errors import abort_with
-from service.feedback import MAX_EVENTS_PER_CALL, FeedbackEvent, FeedbackLog
 from service.generated.sleuth.v1 import feedback_pb2, feedback_pb2_grpc
+from service.mlops.feedback import MAX_EVENTS_PER_CALL, FeedbackEvent, FeedbackLog
+from service.servicers.status import abort_with
 
 
 def events_from_proto(request: feedback_pb2.FeedbackRequest, now: float) -> list[FeedbackEvent]:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.limits import Deadline, DeadlineExpiredError
+from service.serving.limits import Deadline, DeadlineExpiredError
 
 logger = logging.getLogger(__name__)
 

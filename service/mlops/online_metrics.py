@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import norm
 
-from service.feedback import FeedbackEvent
+from service.mlops.feedback import FeedbackEvent
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ from retrieval.drift import DriftMonitor
 from retrieval.errors import InvalidRequestError
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher, SearchRequest, SearchResult
-from service.experiments import CONTROL, ExperimentSource
 from service.generated.sleuth.v1 import search_pb2
-from service.metrics import current_request_id, note_arm
+from service.interceptors.telemetry import current_request_id, note_arm
+from service.mlops.experiments import CONTROL, ExperimentSource
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""AdminService: Activate, Rollback and Status over :class:`~service.lifecycle.Lifecycle`.
+"""AdminService: Activate, Rollback and Status over :class:`~service.serving.lifecycle.Lifecycle`.
 
 Thin, like the other servicers: check the caller, convert, call the lifecycle, convert back.
 Whenever the server has a token (``--auth-token-file``), an Admin call must carry
@@ -14,10 +14,10 @@ import logging
 import grpc
 
 from artifacts import ArtifactError
-from service.errors import abort_with
 from service.generated.sleuth.v1 import admin_pb2, admin_pb2_grpc
-from service.lifecycle import SEARCH_INDEX, Lifecycle, SwapResult
-from service.security import BearerTokenInterceptor
+from service.interceptors.auth import BearerTokenInterceptor
+from service.servicers.status import abort_with
+from service.serving.lifecycle import SEARCH_INDEX, Lifecycle, SwapResult
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from service.security import Continuation
+from service.interceptors.base import Continuation
 
 logger = logging.getLogger(__name__)
 

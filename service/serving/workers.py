@@ -36,23 +36,23 @@ from dataclasses import replace
 from types import FrameType
 
 from service.config import ServerConfig
-from service.serving import configure_threads, default_torch_threads, warm_up
+from service.serving.runner import configure_threads, default_torch_threads, warm_up
 
 logger = logging.getLogger(__name__)
 
 LoadFn = Callable[[ServerConfig], "object"]
-"""Builds the served objects from the config (``service.server.load_services``); must be picklable."""
+"""Builds the served objects from the config (``service.serving.builder.load_services``); must be picklable."""
 
 
 def _default_load(config: ServerConfig) -> object:
-    from service.server import load_services
+    from service.serving.loading import load_services
 
     return load_services(config)
 
 
 def serve_in_this_process(config: ServerConfig, load: LoadFn = _default_load) -> int:
     """Set the thread counts, load, warm up and serve until SIGTERM/SIGINT; returns the exit status."""
-    from service.server import serve
+    from service.serving.builder import serve
 
     configure_threads(config.torch_threads or default_torch_threads(config.workers), config.faiss_threads)
     services = load(config)

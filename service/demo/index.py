@@ -17,8 +17,13 @@ logger = logging.getLogger(__name__)
 
 
 def demo_dir() -> Path:
-    """The directory holding the demo data files of the installed package."""
-    return Path(__file__).resolve().parent / "demo"
+    """The directory holding the demo data files of the installed package (this package's)."""
+    return Path(__file__).resolve().parent
+
+
+def demo_kb_dir() -> Path:
+    """The demo knowledge base: entity and alias files, and the documents its demo linker trains on."""
+    return demo_dir() / "kb"
 
 
 DEMO_BUILD = 2
@@ -26,6 +31,7 @@ DEMO_BUILD = 2
 
 
 def demo_corpus() -> Path:
+    """The demo corpus (BEIR ``corpus.jsonl`` layout)."""
     return demo_dir() / "corpus.jsonl"
 
 

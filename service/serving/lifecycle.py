@@ -5,7 +5,7 @@ server runs on a registry (``sleuth serve --registry DIR``), changes it:
 
 * :meth:`Lifecycle.activate` loads a registry version (every file's checksum verified), warms it
   up, moves the registry's active pointer, then swaps it in; in-flight requests finish on the
-  version they started with (see :mod:`service.serving_state`).
+  version they started with (see :mod:`service.serving.state`).
 * :meth:`Lifecycle.rollback` does the same with the version active before.
 * :meth:`Lifecycle.follow` polls the registry's pointer and swaps when it moved without this
   process: ``sleuth registry activate`` run without ``--target``, or the Admin RPC answered by
@@ -35,7 +35,7 @@ from artifacts.registry import Registry, VersionInfo
 from retrieval.dense import Encoder
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher
-from service.serving_state import ServingState, SlotStatus
+from service.serving.state import ServingState, SlotStatus
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def default_encoder_factory(name: str) -> Encoder:
 
 def warm(searcher: Searcher) -> None:
     """One request per mode, so the first client request on a new version pays no lazy start-up."""
-    from service.serving import warm_up
+    from service.serving.runner import warm_up
 
     warm_up(searcher)
 

@@ -1,8 +1,6 @@
-"""LinkingService: converts messages, calls the linker, converts back. Plus loading the linker.
+"""LinkingService: converts messages, calls the linker, converts back.
 
-``load_linker`` builds the linker the server serves: a KB directory and a model directory when
-given, else the demo KB shipped in ``service/demo/kb`` with a small disambiguator trained at
-start-up on the demo's own documents (``train.jsonl`` there, written by us; no benchmark data).
+The linker it serves is loaded (and swapped) by :mod:`service.serving.linker`.
 """
 
 from __future__ import annotations
@@ -11,97 +9,25 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 
 from linking import (
-    Disambiguator,
-    DisambiguatorConfig,
-    EntityLinker,
     KnowledgeBase,
     LinkOptions,
     Mention,
-    MentionDetector,
-    load_spacy,
-    prepare_documents,
-    read_benchmark,
-    train_disambiguator,
 )
-from linking.drift import link_features, linking_reference
+from linking.drift import link_features
 from linking.types import Link
-from retrieval.dense import Encoder
-from retrieval.drift import DriftMonitor, Histogram, read_reference
+from retrieval.drift import DriftMonitor
 from retrieval.errors import InvalidRequestError
-from service.errors import abort_with
 from service.generated.sleuth.v1 import linking_pb2, linking_pb2_grpc
-from service.metrics import note_linking
-from service.serving_state import ServingState
+from service.interceptors.telemetry import note_linking
+from service.servicers.status import abort_with
+from service.serving.linker import LoadedLinker
+from service.serving.state import ServingState
 
 logger = logging.getLogger(__name__)
-
-DEMO_KB_DIR = Path(__file__).resolve().parent / "demo" / "kb"
-DEMO_TRAINING = DEMO_KB_DIR / "train.jsonl"
-
-
-@dataclass
-class LoadedLinker:
-    """A linker and the versions of the artifacts behind it."""
-
-    linker: EntityLinker
-    kb_version: str
-    model_version: str
-    drift_reference: dict[str, Histogram] = field(default_factory=dict)
-
-
-def load_linker(encoder: Encoder, kb_dir: Path | None = None, model_dir: Path | None = None) -> LoadedLinker:
-    """The served linker: ``kb_dir`` + ``model_dir``, or the demo KB with a model trained on the demo documents."""
-    detector = MentionDetector(load_spacy())
-    reference: dict[str, Histogram] = {}
-    if kb_dir is not None:
-        kb = KnowledgeBase.load(kb_dir)
-        kb_version = kb.manifest.version if kb.manifest is not None else "kb@unknown"
-    else:
-        kb = KnowledgeBase.from_files([DEMO_KB_DIR / "entities.jsonl"], [DEMO_KB_DIR / "aliases.tsv"])
-        kb_version = f"kb@demo-{kb.content_id}"
-    linker = EntityLinker(kb, encoder, detector=detector)
-    if model_dir is not None:
-        model, manifest = Disambiguator.load(model_dir)
-        linker.scorer = model
-        model_version = manifest.version
-        reference = read_reference(Path(model_dir))
-    elif kb_dir is None:
-        model = train_disambiguator(
-            prepare_documents(linker, read_benchmark(DEMO_TRAINING), "demo"),
-            DisambiguatorConfig(model_type="logistic"),
-        )
-        linker.scorer = model
-        model_version = "linker@demo"
-        reference = linking_reference(linker, read_benchmark(DEMO_TRAINING), sample=20)
-    else:
-        model_version = "prior-baseline"
-    logger.info("linking: %s (%d entities), %s", kb_version, len(kb), model_version)
-    return LoadedLinker(linker, kb_version, model_version, reference)
-
-
-def swap_kb(path: Path, current: LoadedLinker) -> LoadedLinker:
-    """The current linker on the KB at ``path``: same model, detector and encoder (a KB grows without
-    retraining the disambiguator). The KB's entity embeddings are built (or read from cache) here."""
-    kb = KnowledgeBase.load(path)
-    old = current.linker
-    linker = EntityLinker(kb, old.encoder, old.scorer, detector=old.detector, config=old.config)
-    linker.link("warm up")  # builds the entity index before the swap, not on the first request
-    version = kb.manifest.version if kb.manifest is not None else "kb@unknown"
-    return LoadedLinker(linker, version, current.model_version, current.drift_reference)
-
-
-def swap_model(path: Path, current: LoadedLinker) -> LoadedLinker:
-    """The current linker with the disambiguator model at ``path``."""
-    model, manifest = Disambiguator.load(path)
-    old = current.linker
-    linker = EntityLinker(old.kb, old.encoder, model, detector=old.detector, config=old.config)
-    return LoadedLinker(linker, current.kb_version, manifest.version, read_reference(path) or current.drift_reference)
 
 
 def options_from_proto(message: linking_pb2.LinkOptions) -> LinkOptions:
@@ -157,9 +83,9 @@ class LinkingServicer(linking_pb2_grpc.LinkingServiceServicer):
     ) -> None:
         if not isinstance(loaded, ServingState):
             loaded = ServingState("linker", loaded, loaded.model_version)
-        self.serving = loaded  # Activate/Rollback of a KB or linker version swaps it (issue 4)
+        self.serving = loaded  # Activate/Rollback of a KB or linker version swaps it
         self._executor = executor
-        self.drift = drift  # mentions per document and NIL rate vs the model's reference (issue 5)
+        self.drift = drift  # mentions per document and NIL rate vs the model's reference
         # The reference ``drift`` compares with: the served linker's at start, the new one's after a swap.
         self._drift_source = self.serving.current.drift_reference
 

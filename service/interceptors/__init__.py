@@ -1,0 +1,1 @@
+"""Server interceptors: drain tracking, telemetry, authentication, validation, admission (chain.py orders them)."""

@@ -1,0 +1,1 @@
+"""Offline MLOps: experiment files, the feedback log, online metrics, comparison reports (no grpc here)."""

