@@ -25,6 +25,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -32,10 +33,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 proto: $(STAMP)
-	$(VENV)/bin/python scripts/gen_proto.py
+	$(VENV)/bin/python -m scripts.gen_proto
 
 bench: $(STAMP)
-	$(VENV)/bin/python scripts/bench_search.py
+	$(VENV)/bin/python -m scripts.bench_search
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,6 +1,6 @@
-"""Entity-linking quality and throughput table (issue 7).
+"""Entity-linking quality and throughput table.
 
-    .venv/bin/python scripts/bench_linking.py --kb KB_DIR --model MODEL_DIR [--write-docs]
+    .venv/bin/python -m scripts.bench_linking --kb KB_DIR --model MODEL_DIR [--write-docs]
 
 Scores ED and end-to-end micro P/R/F1 and candidate recall@1/10/30 on kore50, msnbc and
 ace2004 (read for the report only; the model is trained on aquaint/oke2015/oke2016 by
@@ -19,18 +19,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from artifacts import Manifest  # noqa: E402
 from linking import Disambiguator, EntityLinker, KnowledgeBase, MentionDetector, load_spacy, read_benchmark  # noqa: E402
 from linking.evaluation import evaluate_linker  # noqa: E402
 from retrieval.onnx_encoder import load_encoder  # noqa: E402
+from scripts.doc_sections import replace_section  # noqa: E402
 
 logger = logging.getLogger("bench_linking")
 DATA = ROOT.parent / "shared" / "data" / "linking" / "benchmarks"
 TEST_SETS = ("kore50", "msnbc", "ace2004")
-START, END = "<!-- linking:start -->", "<!-- linking:end -->"
 
 
 def measure(
@@ -114,7 +113,7 @@ def render(
     cv_sets = ", ".join(f"{k} {v:.3f}" for k, v in sorted(cv.get("cv_f1_by_dataset", {}).items()))
     return "\n".join(
         [
-            "## Entity linking (issue 7)",
+            "## Entity linking",
             "",
             f"KB `{kb.version}` (shared closed KB, {kb.stats.get('entities')} entities), model `{model.version}` "
             f"(LightGBM {settings.get('objective', 'binary')}, "
@@ -167,21 +166,10 @@ def render(
             "    --benchmark $D/benchmarks/oke2015.jsonl \\",
             "    --benchmark $D/benchmarks/oke2016.jsonl --transfer --out LINKER",
             "sleuth eval link --kb KB --model LINKER --benchmark $D/benchmarks/kore50.jsonl --mode ed   # or e2e",
-            "OMP_NUM_THREADS=1 python scripts/bench_linking.py --kb KB --model LINKER --write-docs",
+            "OMP_NUM_THREADS=1 python -m scripts.bench_linking --kb KB --model LINKER --write-docs",
             "```",
         ]
     )
-
-
-def write_docs(section: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if START not in text or END not in text:
-        text = text.rstrip("\n") + f"\n\n{START}\n{END}\n"
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{head}{START}\n{section}\n{END}{tail}", encoding="utf-8")
 
 
 def main() -> int:
@@ -227,7 +215,7 @@ def main() -> int:
     section = render(main_rows, main_throughput, model_manifest, kb.manifest, args, table)
     sys.stdout.write(section + "\n")
     if args.write_docs:
-        write_docs(section)
+        replace_section(ROOT / "docs" / "benchmarks.md", "linking", section)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Reranker benchmark: NDCG@10 of each model and each single signal on SciFact test and CISI, and
 the latency the reranker adds per query.
 
-    .venv/bin/python scripts/bench_rerank.py [--data ../shared/data/retrieval] [--models DIR] [--write-doc]
+    .venv/bin/python -m scripts.bench_rerank [--data ../shared/data/retrieval] [--models DIR] [--write-doc]
 
 Trains LambdaMART and logistic regression on the SciFact *train* qrels (5-fold, out-of-fold
 validation) into ``--models`` (unless ``--reuse`` and they exist), then scores the fused candidates
@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -38,6 +37,7 @@ from retrieval.pipeline import Searcher, SearchRequest  # noqa: E402
 from retrieval.rerank import LearnedReranker, load_reranker  # noqa: E402
 from retrieval.rerank_features import FEATURE_NAMES, RELATIVE_GROUPS, features_of_groups  # noqa: E402
 from retrieval.rerank_training import TrainingConfig, collect_candidates, ndcg_at_10, train_reranker  # noqa: E402
+from scripts.doc_sections import replace_section  # noqa: E402
 
 logger = logging.getLogger("bench_rerank")
 
@@ -50,7 +50,6 @@ SIGNALS = {
     "PRF centroid cosine": ("prf_gap", 1),
     "Rocchio expanded-query cosine": ("rocchio_gap", 1),
 }
-START, END = "<!-- rerank:start -->", "<!-- rerank:end -->"
 
 
 def signal_scores(sets: list, name: str, sign: int) -> list[np.ndarray]:
@@ -168,7 +167,7 @@ def main() -> int:
     timing = {m: latency(Searcher(indexes["scifact"], encoder, r), r, texts) for m, r in models.items()}
 
     lines = [
-        "## Learned reranker (issue 6)",
+        "## Learned reranker",
         "",
         "Trained on SciFact **train** qrels only (809 queries, 5 folds by query-id hash; each fold's model"
         " stops early on its held-out fold, the fused-prior weight is chosen on the out-of-fold scores by"
@@ -231,24 +230,14 @@ def main() -> int:
         "sleuth eval search --index INDEX --queries $D/scifact/queries.jsonl --qrels $D/scifact/qrels/test.tsv \\",
         "    --mode rerank --reranker MODEL",
         "sleuth explain reranker MODEL",
-        ".venv/bin/python scripts/bench_rerank.py --ablation --write-doc",
+        ".venv/bin/python -m scripts.bench_rerank --ablation --write-doc",
         "```",
     ]
     section = "\n".join(lines)
     print(section)
     if args.write_doc:
-        write_section(ROOT / "docs" / "benchmarks.md", section)
+        replace_section(ROOT / "docs" / "benchmarks.md", "rerank", section)
     return 0
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the text between the rerank markers (appending the markers if absent)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if START not in text or END not in text:
-        text = text.rstrip("\n") + f"\n\n{START}\n{END}\n"
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{START}\n{section}\n{END}{tail}", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Search-core benchmark: index build time and in-process queries/s per mode on SciFact.
 
-    .venv/bin/python scripts/bench_search.py [--data ../shared/data/retrieval/scifact] [--cold] [--write-doc]
+    .venv/bin/python -m scripts.bench_search [--data ../shared/data/retrieval/scifact] [--cold] [--write-doc]
 
 Single-threaded, in-process (no gRPC): what one core does per query. ``--cold`` re-embeds the
 corpus (ignoring the embedding cache) to time a first build; ``--write-doc`` writes the table into
@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -27,6 +26,7 @@ from retrieval.dense import EmbeddingCache, SentenceTransformerEncoder  # noqa: 
 from retrieval.index import SearchIndex  # noqa: E402
 from retrieval.pipeline import Searcher, SearchRequest  # noqa: E402
 from scripts.bench_serving import machine  # noqa: E402
+from scripts.doc_sections import replace_section  # noqa: E402
 
 
 def rate(searcher: Searcher, texts: list[str], mode: str, seconds: float, batch: int) -> tuple[float, float]:
@@ -95,20 +95,8 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if args.write_doc:
-        write_section(ROOT / "docs" / "benchmarks.md", "search", table)
+        replace_section(ROOT / "docs" / "benchmarks.md", "search", table)
     return 0
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` (appending them if absent)."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{body}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Serving benchmark matrix (issue 3): a real server on this machine, loaded by ``sleuth bench``.
+"""Serving benchmark matrix: a real server on this machine, loaded by ``sleuth bench``.
 
-    .venv/bin/python scripts/bench_serving.py [--index DIR] [--workers 2] [--duration 15] [--write-docs]
+    .venv/bin/python -m scripts.bench_serving [--index DIR] [--workers 2] [--duration 15] [--write-docs]
 
 Starts ``sleuth serve`` on the SciFact index (building it first if missing; embeddings come from
 the cache), then runs ``sleuth bench`` in a separate process for every mode (bm25, dense, hybrid,
@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scripts.doc_sections import replace_section
+
 ROOT = Path(__file__).resolve().parent.parent
 SLEUTH = ROOT / ".venv" / "bin" / "sleuth"
 SHARED = ROOT.parent / "shared" / "data"
 SCIFACT = SHARED / "retrieval" / "scifact"
 MSNBC = SHARED / "linking" / "benchmarks" / "msnbc.jsonl"
 DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- serving:start -->", "<!-- serving:end -->"
 
 logger = logging.getLogger("bench_serving")
 
@@ -302,8 +303,8 @@ def target_lines(results: list[dict[str, Any]]) -> list[str]:
     torch16 = find("search", "hybrid, torch", 16)
     if torch16:
         lines.append(
-            f"- Hybrid at concurrency 16 on the torch runtime (session 1's default): {torch16[0]['throughput']:.0f} "
-            "queries/s."
+            "- Hybrid at concurrency 16 on the torch runtime (the default before ONNX): "
+            f"{torch16[0]['throughput']:.0f} queries/s."
         )
     bm25 = find("search", "bm25")
     if bm25:
@@ -341,7 +342,7 @@ def target_lines(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-NOTES = """How the server spends the two cores (service/serving.py, batching.py, workers.py):
+NOTES = """How the server spends the two cores (service/serving/: runner.py, batching.py, workers.py):
 
 - `--workers 2`: two server processes share the port through SO_REUSEPORT (the kernel spreads
   connections); each has its own event loop and GIL, and its own copy of the index and models.
@@ -396,7 +397,7 @@ def artifact_version(path: Path | None) -> str:
 
 
 def reproduce_command(args: argparse.Namespace) -> str:
-    parts = [".venv/bin/python scripts/bench_serving.py", f"--workers {args.workers}", f"--duration {args.duration:g}"]
+    parts = [".venv/bin/python -m scripts.bench_serving", f"--workers {args.workers}", f"--duration {args.duration:g}"]
     if args.reranker:
         parts.append("--reranker RERANKER_DIR")
     if args.kb:
@@ -414,8 +415,7 @@ def reproduce_command(args: argparse.Namespace) -> str:
 
 def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse.Namespace, started: str) -> str:
     lines = [
-        START,
-        "## Serving (issue 3)",
+        "## Serving",
         "",
         f"Machine: {machine()}; shared with other jobs. Load average (1 min) over the runs: "
         f"{memory['load_min']:.1f} to {memory['load_max']:.1f} (2.0 = both cores busy), "
@@ -474,20 +474,8 @@ def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse
         "```",
         reproduce_command(args),
         "```",
-        END,
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_section(text: str) -> None:
-    current = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        updated = head + text + ("\n" + tail if tail else "")
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    DOC.write_text(updated, encoding="utf-8")
 
 
 def ensure_index(path: Path) -> None:
@@ -619,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results, memory, args, started)
     print(text)
     if args.write_docs:
-        write_section(text)
+        replace_section(DOC, "serving", text)
         logger.info("wrote %s", DOC)
     return 0
 

@@ -3,8 +3,8 @@
 The generated modules are committed (so an install needs no build step), and a test checks that
 they are what this script produces from the current .proto files. Run after changing a .proto:
 
-    .venv/bin/python scripts/gen_proto.py            # write service/generated/
-    .venv/bin/python scripts/gen_proto.py --check    # exit 1 if the committed code is stale
+    .venv/bin/python -m scripts.gen_proto            # write service/generated/
+    .venv/bin/python -m scripts.gen_proto --check    # exit 1 if the committed code is stale
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main() -> int:
                 if not committed.is_file() or committed.read_text() != path.read_text():
                     stale.append(str(committed.relative_to(ROOT)))
         if stale:
-            print("stale generated code (run scripts/gen_proto.py):", *stale, sep="\n  ")
+            print("stale generated code (run make proto):", *stale, sep="\n  ")
             return 1
     print("generated code is current")
     return 0

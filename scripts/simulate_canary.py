@@ -8,7 +8,7 @@ position-based click model driven by the qrels: a result at rank r is examined w
 non-relevant one with 0.08 (dwell 3-25 s). Impressions and clicks go back through the Feedback RPC
 into the SQLite log, and the online report then compares the arms.
 
-    .venv/bin/python scripts/simulate_canary.py --index var/scifact --reranker var/reranker \\
+    .venv/bin/python -m scripts.simulate_canary --index var/scifact --reranker var/reranker \\
         [--users 2500 --queries-per-user 3 --share 0.1 --seed 7 --write-doc]
 
 ``--write-doc`` puts the report into docs/operations.md between the ``canary`` markers.
@@ -29,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -38,7 +37,8 @@ import grpc  # noqa: E402
 from retrieval.corpus import load_qrels, load_queries  # noqa: E402
 from service.config import ServerConfig  # noqa: E402
 from service.generated.sleuth.v1 import feedback_pb2, feedback_pb2_grpc, search_pb2, search_pb2_grpc  # noqa: E402
-from service.server import create_server, load_services, stop_server  # noqa: E402
+from service.serving.builder import create_server  # noqa: E402
+from service.serving.loading import load_services  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "retrieval" / "scifact"
 
@@ -120,8 +120,9 @@ async def serve_and_simulate(args: argparse.Namespace, workdir: Path) -> tuple[P
         admin=False,
     )
     services = await asyncio.to_thread(load_services, config)
-    server, port = await create_server(config, services)
-    await server.start()
+    running = await create_server(config, services)
+    await running.start()
+    port = running.port
     qrels = load_qrels(DATA / "qrels" / f"{args.split}.tsv")
     queries = [q for q in load_queries(DATA / "queries.jsonl") if q.qid in qrels]
     started = time.perf_counter()
@@ -139,7 +140,7 @@ async def serve_and_simulate(args: argparse.Namespace, workdir: Path) -> tuple[P
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         await asyncio.gather(*[asyncio.wrap_future(pool.submit(one, u)) for u in range(args.users)])
     elapsed = time.perf_counter() - started
-    await stop_server(server, 5)
+    await running.stop(5)
     return db, elapsed, args.users * args.queries_per_user
 
 
@@ -164,8 +165,8 @@ def main() -> int:
     access.addHandler(logging.NullHandler())
     access.setLevel(logging.WARNING)
 
-    from service.feedback import FeedbackLog
-    from service.online_metrics import arm_differences, online_report
+    from service.mlops.feedback import FeedbackLog
+    from service.mlops.online_metrics import arm_differences, online_report
 
     with tempfile.TemporaryDirectory() as tmp:
         db, elapsed, searches = asyncio.run(serve_and_simulate(args, Path(tmp)))
@@ -203,9 +204,9 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if args.write_doc:
-        from scripts.bench_search import write_section
+        from scripts.doc_sections import replace_section
 
-        write_section(ROOT / "docs" / "operations.md", "canary", text)
+        replace_section(ROOT / "docs" / "operations.md", "canary", text)
     return 0
 
 
