@@ -64,7 +64,7 @@ def test_link_command_prints_entities_and_runner_ups(capsys) -> None:
 
 
 def test_eval_link_per_document_counts_feed_eval_compare(tmp_path: Path, capsys) -> None:
-    demo = Path(__file__).resolve().parents[2] / "service" / "demo" / "kb"
+    demo = Path(__file__).resolve().parents[3] / "service" / "demo" / "kb"
     kb = tmp_path / "kb"
     build = ["kb", "build", "--entities", str(demo / "entities.jsonl"), "--aliases", str(demo / "aliases.tsv")]
     assert main([*build, "--out", str(kb)]) == 0

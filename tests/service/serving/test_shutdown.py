@@ -27,7 +27,7 @@ from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
 from service.interceptors.drain import HandlerTasks
 from tests.service.lifecycle_helpers import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 START_TIMEOUT = 180.0  # importing torch and friends on a loaded 2-core machine is slow
 
 

@@ -12,7 +12,7 @@ import pytest
 from service.mlops.feedback import FeedbackEvent, FeedbackLog
 from service.mlops.online_metrics import clicks_to_judgments, online_report, wilson
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 WRITER = textwrap.dedent(
     """

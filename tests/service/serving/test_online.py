@@ -23,7 +23,7 @@ from service.mlops.feedback import FeedbackLog
 from service.serving.loading import Services
 from tests.service.conftest import running_server
 from tests.service.lifecycle_helpers import free_port
-from tests.service.test_serving_shutdown import REPO, wait_until_serving
+from tests.service.serving.test_shutdown import REPO, wait_until_serving
 
 
 def test_experiment_arms_follow_assignment_and_change_without_restart(tiny_index, fake_encoder, tmp_path) -> None:
