@@ -14,7 +14,10 @@ with published ones; a test checks equality with pytrec_eval to 1e-6:
   rank, divided by the number of relevant documents (all of them, not only those within k).
 
 Means are taken over every judged query with at least one relevant document; a judged query that
-the run does not answer scores 0 (like ``trec_eval -c``).
+the run does not answer scores 0 (like ``trec_eval -c``). Such queries are usually a mistake (a
+queries file that lacks ids the qrels judge, or another split's qrels), so the report lists them
+(``missing_queries``) for the caller to warn about. Judged queries without a relevant document
+are left out of the means, whether the run answers them or not (trec_eval's ``-c`` does the same).
 """
 
 from __future__ import annotations
@@ -37,14 +40,38 @@ _METRIC = re.compile(r"^(ndcg|recall|mrr|map|precision)@(\d+)$")
 
 @dataclass(frozen=True)
 class EvaluationReport:
-    """Mean metrics over ``queries`` judged queries, and the per-query values behind them."""
+    """Mean metrics over ``queries`` judged queries, and the per-query values behind them.
+
+    ``missing_queries``: the judged queries (with a relevant document) that the run has no entry
+    for, sorted. They are counted in ``queries`` and score 0 on every metric (trec_eval's ``-c``
+    semantics, so the numbers stay comparable); a query the run holds with no hits is answered,
+    not missing.
+    """
 
     means: dict[str, float]
     per_query: dict[str, dict[str, float]] = field(repr=False)
     queries: int
+    missing_queries: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, float | int]:
-        return {**self.means, "queries": self.queries}
+        """The means, the query count and how many of those queries the run did not answer."""
+        return {**self.means, "queries": self.queries, "missing_queries": len(self.missing_queries)}
+
+    def missing_warning(self, *, shown: int = 5) -> str | None:
+        """A one-line warning about ``missing_queries`` (None when there are none), naming the first few.
+
+        Example:
+            >>> evaluate_run({"q1": {"a": 1.0}}, {"q1": {"a": 1}, "q2": {"b": 1}}, ["mrr@10"]).missing_warning()
+            '1 of 2 judged queries have no results in the run and score 0: q2'
+        """
+        missing = self.missing_queries
+        if not missing:
+            return None
+        more = f" and {len(missing) - shown} more" if len(missing) > shown else ""
+        return (
+            f"{len(missing)} of {self.queries} judged queries have no results in the run and score 0: "
+            f"{', '.join(missing[:shown])}{more}"
+        )
 
 
 def ranked_doc_ids(scores: Mapping[str, float]) -> list[str]:
@@ -92,6 +119,9 @@ def query_metric(name: str, ranking: list[str], judgments: Mapping[str, int]) ->
 def evaluate_run(run: Run, qrels: Qrels, metrics: Iterable[str] = DEFAULT_METRICS) -> EvaluationReport:
     """Score ``run`` against ``qrels``: per-query values and their means.
 
+    Every judged query with a relevant document counts; one that ``run`` has no entry for scores 0
+    and is listed in the report's ``missing_queries``.
+
     Example:
         >>> evaluate_run({"q": {"a": 2.0, "b": 1.0}}, {"q": {"b": 1}}, ["mrr@10"]).means
         {'mrr@10': 0.5}
@@ -100,14 +130,17 @@ def evaluate_run(run: Run, qrels: Qrels, metrics: Iterable[str] = DEFAULT_METRIC
     for name in metrics:
         _parse_metric(name)
     per_query: dict[str, dict[str, float]] = {}
+    missing: list[str] = []
     for qid, judgments in qrels.items():
         if not any(rel >= 1 for rel in judgments.values()):
             continue
+        if qid not in run:
+            missing.append(qid)
         ranking = ranked_doc_ids(run.get(qid, {}))
         per_query[qid] = {name: query_metric(name, ranking, judgments) for name in metrics}
     count = len(per_query)
     means = {name: (sum(v[name] for v in per_query.values()) / count if count else 0.0) for name in metrics}
-    return EvaluationReport(means=means, per_query=per_query, queries=count)
+    return EvaluationReport(means=means, per_query=per_query, queries=count, missing_queries=tuple(sorted(missing)))
 
 
 def write_trec_run(path: str | Path, run: Run, tag: str = "sleuth") -> None:

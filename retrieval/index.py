@@ -7,6 +7,10 @@ Layout of an index directory::
     bm25/           bm25s files and the analyzer settings
     dense.faiss     normalized document embeddings (float32) in a FAISS index
 
+Empty documents (no title, no text) are indexed and counted (``stats.empty_documents``): BM25
+never matches them, their dense vectors are zero and the searcher leaves them out of dense
+results, so they are never retrieved; ``build(strict=True)`` refuses them instead.
+
 Example:
     >>> index = SearchIndex.build("corpus.jsonl", "out/index", encoder)  # doctest: +SKIP
     >>> index = SearchIndex.load("out/index")  # doctest: +SKIP
@@ -20,6 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from artifacts import (
     CorruptArtifactError,
@@ -64,6 +70,8 @@ class SearchIndex:
         self.path = path
         self.drift_reference: dict[str, Histogram] = {}
         self._position = {doc.doc_id: i for i, doc in enumerate(documents)}
+        self.empty_ids: frozenset[str] = frozenset(doc.doc_id for doc in documents if doc.is_empty)
+        """Documents with neither title nor text: indexed, never retrieved."""
 
     def __len__(self) -> int:
         return len(self.documents)
@@ -96,12 +104,17 @@ class SearchIndex:
         batch_size: int = 64,
         overwrite: bool = False,
         show_progress: bool = False,
+        strict: bool = False,
     ) -> SearchIndex:
-        """Index a BEIR corpus file (or directory) into ``out``, published atomically."""
+        """Index a BEIR corpus file (or directory) into ``out``, published atomically.
+
+        Empty documents are indexed with a logged warning (their count and first ids); with
+        ``strict`` the first one is a :class:`~retrieval.errors.DataFormatError` naming file and line.
+        """
         started = time.perf_counter()
         corpus_path = resolve_corpus_path(corpus)
         corpus_checksum = sha256_file(corpus_path)
-        documents = load_corpus(corpus_path)
+        documents = load_corpus(corpus_path, strict=strict)
         bm25_config = bm25_config or BM25Config()
         faiss_config = faiss_config or FaissConfig()
         tokenizer = Tokenizer(tokenizer_config)
@@ -119,6 +132,12 @@ class SearchIndex:
             encoder, texts, corpus_checksum, cache=cache, batch_size=batch_size, show_progress=show_progress
         )
         embed_seconds = time.perf_counter() - t0
+        empty_rows = [i for i, doc in enumerate(documents) if doc.is_empty]
+        if empty_rows:
+            # An encoder still embeds "" (as its special tokens alone): a generic vector that sits
+            # close to many queries. A zero vector has no similarity to anything.
+            embeddings = np.array(embeddings, dtype=np.float32, copy=True)
+            embeddings[empty_rows] = 0.0
         dense = DenseIndex.build(embeddings, doc_ids, faiss_config)
         reference = drift_reference(documents, bm25, dense, encoder)
 
@@ -149,6 +168,7 @@ class SearchIndex:
                 parents={"encoder": encoder.checksum},
                 stats={
                     "doc_count": len(documents),
+                    "empty_documents": len(empty_rows),
                     "vocabulary_size": bm25.vocabulary_size,
                     "build_seconds": {
                         "bm25": round(bm25_seconds, 3),
@@ -177,7 +197,7 @@ class SearchIndex:
         if verify:
             manifest.verify(path)
         try:
-            documents = load_corpus(path / DOCS_FILE)
+            documents = load_corpus(path / DOCS_FILE, warn_empty=False)  # the build warned
             doc_ids = [doc.doc_id for doc in documents]
             bm25 = BM25Index.load(path, doc_ids)
             dense = DenseIndex.load(path, doc_ids, FaissConfig.from_dict(manifest.params["faiss"]))

@@ -161,7 +161,7 @@ class Searcher:
             timings["bm25"] = (time.perf_counter() - t0) * 1000
         if request.mode in ("dense", "hybrid"):
             t0 = time.perf_counter()
-            dense_hits = self.index.dense.search(query_vector, depth)[0]
+            dense_hits = self._dense_search(query_vector, depth)
             timings["dense"] = (time.perf_counter() - t0) * 1000
 
         bm25_scores = {h.doc_id: h.score for h in bm25_hits}
@@ -189,6 +189,16 @@ class Searcher:
             reranker_version = self.reranker.version
         features = search_features(request.query, bm25_hits if request.mode != "dense" else None, dense_hits)
         return SearchResult(tuple(hits[: request.top_k]), self.index.version, timings, reranker_version, features)
+
+    def _dense_search(self, query_vector: np.ndarray | None, depth: int) -> list[Hit]:
+        """The top ``depth`` dense hits, empty documents left out (their zero vectors match nothing)."""
+        if query_vector is None:
+            raise ValueError("dense and hybrid modes need a query vector")
+        empty = self.index.empty_ids
+        if not empty:
+            return self.index.dense.search(query_vector, depth)[0]
+        hits = self.index.dense.search(query_vector, depth + min(len(empty), depth))[0]
+        return [hit for hit in hits if hit.doc_id not in empty][:depth]
 
     def _rerank(self, request: SearchRequest, hits: list[ScoredHit], vector: np.ndarray | None) -> list[ScoredHit]:
         assert self.reranker is not None

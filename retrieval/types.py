@@ -18,6 +18,11 @@ class Document:
         """Title and text as one string, the unit both indexes see."""
         return f"{self.title}\n{self.text}" if self.title else self.text
 
+    @property
+    def is_empty(self) -> bool:
+        """True when neither title nor text holds anything but whitespace: nothing to match a query."""
+        return not (self.title.strip() or self.text.strip())
+
 
 @dataclass(frozen=True, slots=True)
 class Query:
