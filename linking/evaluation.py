@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from artifacts.textfile import text_lines
 from linking.errors import BenchmarkFormatError
 from linking.types import Candidate, GoldMention, Link, LinkingDocument, Mention
 
@@ -33,31 +34,58 @@ if TYPE_CHECKING:
 def read_benchmark(path: str | Path) -> list[LinkingDocument]:
     """Read a benchmark file.
 
-    JSON lines: ``id``, ``text``, ``mentions`` with ``start``, ``end``, ``surface``, ``entity``.
+    JSON lines: ``id``, ``text``, ``mentions`` with ``start``, ``end``, ``surface``, ``entity``
+    (an entity id, or null for NIL). Raises :class:`BenchmarkFormatError` naming file and line for
+    an unreadable file, a line that is not UTF-8 or not JSON, and a missing or ill-typed field.
     """
     path = Path(path)
     documents = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchmarkFormatError(path, 0, f"cannot read: {exc}") from exc
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for line_no, line in text_lines(path, BenchmarkFormatError):
         try:
             row = json.loads(line)
-            text = row["text"]
-            mentions = []
-            for m in row.get("mentions", []):
-                start, end = int(m["start"]), int(m["end"])
-                if not 0 <= start < end <= len(text):
-                    raise ValueError(f"span {start}-{end} outside the text")
-                entity = m.get("entity")
-                mentions.append(GoldMention(start, end, m.get("surface", text[start:end]), entity or None))
-            documents.append(LinkingDocument(str(row.get("id", line_no)), text, tuple(mentions)))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise BenchmarkFormatError(path, line_no, f"bad document: {exc}") from exc
+        except json.JSONDecodeError as exc:
+            raise BenchmarkFormatError(path, line_no, f"not valid JSON: {exc.msg} (column {exc.colno})") from exc
+        try:
+            documents.append(_benchmark_document(row, line_no))
+        except ValueError as exc:
+            raise BenchmarkFormatError(path, line_no, str(exc)) from exc
     return documents
+
+
+def _benchmark_document(row: Any, line_no: int) -> LinkingDocument:
+    """One benchmark line as a document; ``ValueError`` naming the bad field."""
+    if not isinstance(row, dict):
+        raise ValueError("expected a JSON object with 'id', 'text' and 'mentions'")
+    text = row.get("text")
+    if not isinstance(text, str):
+        raise ValueError("field 'text' must be a string" + (", but it is missing" if "text" not in row else ""))
+    doc_id = row.get("id", line_no)
+    if isinstance(doc_id, bool) or not isinstance(doc_id, str | int):
+        raise ValueError("field 'id' must be a string or a number")
+    raw_mentions = row.get("mentions", [])
+    if not isinstance(raw_mentions, list):
+        raise ValueError("field 'mentions' must be a list")
+    mentions = []
+    for i, m in enumerate(raw_mentions):
+        where = f"mentions[{i}]"
+        if not isinstance(m, dict):
+            raise ValueError(f"{where} must be an object with 'start', 'end' and 'entity'")
+        for key in ("start", "end"):
+            value = m.get(key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                problem = "it is missing" if key not in m else f"it is {json.dumps(value)}"
+                raise ValueError(f"{where}.{key} must be an integer character offset, but {problem}")
+        start, end = m["start"], m["end"]
+        if not 0 <= start < end <= len(text):
+            raise ValueError(f"{where}: span {start}-{end} is not inside the text ({len(text)} characters)")
+        surface = m.get("surface", text[start:end])
+        if not isinstance(surface, str):
+            raise ValueError(f"{where}.surface must be a string")
+        entity = m.get("entity")
+        if entity is not None and not isinstance(entity, str):
+            raise ValueError(f"{where}.entity must be an entity id (a string) or null for NIL")
+        mentions.append(GoldMention(start, end, surface, entity or None))
+    return LinkingDocument(str(doc_id), text, tuple(mentions))
 
 
 @dataclass

@@ -32,6 +32,7 @@ from artifacts import (
     staged_directory,
     utc_now,
 )
+from artifacts.textfile import text_lines
 from linking.errors import KBFormatError
 from linking.normalization import guess_entity_type, name_variants, normalize_alias
 from linking.types import AliasEntry, Entity
@@ -56,20 +57,23 @@ class NameMatch:
 
 def read_entities(path: str | Path) -> list[Entity]:
     """Read an entity file (JSON lines), raising :class:`KBFormatError` at the first bad row."""
+    return [entity for _line_no, entity in read_numbered_entities(path)]
+
+
+def read_numbered_entities(path: str | Path) -> list[tuple[int, Entity]]:
+    """The entities of an entity file with their 1-based line numbers (for errors naming file:line).
+
+    Raises :class:`KBFormatError` at the first unreadable file, invalid UTF-8 line, invalid JSON or
+    bad field.
+    """
     path = Path(path)
-    entities: list[Entity] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KBFormatError(path, 0, f"cannot read: {exc}") from exc
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    entities: list[tuple[int, Entity]] = []
+    for line_no, line in text_lines(path, KBFormatError):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise KBFormatError(path, line_no, f"not valid JSON: {exc.msg}") from exc
-        entities.append(_entity_from_row(row, path, line_no))
+            raise KBFormatError(path, line_no, f"not valid JSON: {exc.msg} (column {exc.colno})") from exc
+        entities.append((line_no, _entity_from_row(row, path, line_no)))
     return entities
 
 
@@ -114,18 +118,16 @@ def read_aliases(path: str | Path) -> list[tuple[AliasEntry, int]]:
     With priors, the ranks are the order of the priors per alias (highest first).
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KBFormatError(path, 0, f"cannot read: {exc}") from exc
-    if not lines:
+    lines = text_lines(path, KBFormatError, skip_blank=False)
+    first = next(lines, None)
+    if first is None:
         raise KBFormatError(path, 1, "empty file; expected a header 'alias<TAB>entity<TAB>rank'")
-    header = [h.strip().lower() for h in lines[0].split("\t")]
+    header = [h.strip().lower() for h in first[1].split("\t")]
     if len(header) != 3 or header[:2] != ["alias", "entity"] or header[2] not in ("rank", "prior"):
         raise KBFormatError(path, 1, "header must be 'alias<TAB>entity<TAB>rank' or 'alias<TAB>entity<TAB>prior'")
     use_prior = header[2] == "prior"
     rows: list[tuple[str, str, float, int]] = []
-    for line_no, line in enumerate(lines[1:], start=2):
+    for line_no, line in lines:
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -199,7 +201,7 @@ class KnowledgeBase:
         entities: dict[str, Entity] = {}
         origin: dict[str, str] = {}
         for path in entity_paths:
-            for line_no, entity in _numbered(read_entities(path), path):
+            for line_no, entity in read_numbered_entities(path):
                 if entity.entity_id in entities:
                     raise KBFormatError(
                         path, line_no, f"duplicate entity id {entity.entity_id!r} (first at {origin[entity.entity_id]})"
@@ -376,14 +378,6 @@ class KnowledgeBase:
                 if key:
                     index[key].add(entity_id)
         return {key: sorted(ids, key=lambda eid: (-self._popularity.get(eid, 0.0), eid)) for key, ids in index.items()}
-
-
-def _numbered(entities: list[Entity], path: str | Path) -> Iterable[tuple[int, Entity]]:
-    """Pair entities with their line numbers (non-blank lines of the file, in order)."""
-    line_numbers = [
-        i for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1) if line.strip()
-    ]
-    return zip(line_numbers, entities, strict=True)
 
 
 def file_inputs(entity_paths: Sequence[str | Path], alias_paths: Sequence[str | Path]) -> dict[str, Any]:
