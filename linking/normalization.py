@@ -23,14 +23,16 @@ _LEADING_ARTICLE = re.compile(r"^the\s+")
 # The one list of words in names that are not names themselves (linking's only stopword list;
 # BM25's analyzer has its own, part of an index's settings). Particles: articles, prepositions
 # and nobiliary particles ("Hussein of Jordan", "Charles de Gaulle"); they are skipped in
-# acronyms ("United Nations" -> "UN") and do not count as name words. Suffixes: generational
-# suffixes and regnal numbers ("Sammy Davis Jr.", "Elizabeth II"), normalized; a person's
-# surname and given name are found without them.
+# acronyms ("United Nations" -> "UN") and do not count as name words. Suffixes, normalized:
+# generational suffixes ("Sammy Davis Jr.") and regnal numbers ("Elizabeth II"); a person's
+# surname and given name are found without either. A regnal number still counts as a name word
+# when names are compared ("Elizabeth II" is not "Elizabeth I").
 NAME_PARTICLES = frozenset(
     {"a", "an", "and", "at", "de", "du", "for", "in", "la", "le", "of", "on", "the", "van", "von"}
 )
-NAME_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv"})
-NOT_NAME_WORDS = NAME_PARTICLES | NAME_SUFFIXES
+GENERATIONAL_SUFFIXES = frozenset({"jr", "sr"})
+NAME_SUFFIXES = GENERATIONAL_SUFFIXES | {"ii", "iii", "iv"}
+NOT_NAME_WORDS = NAME_PARTICLES | GENERATIONAL_SUFFIXES
 # The same suffixes as written in running text ("II", "XIV", "Jr.,"): upper-case Roman numerals
 # only, so that a name such as "Xi" is not taken for one.
 _SUFFIX_WORD = re.compile(r"^(?:[IVX]+|Jr|Sr)\.?,?$")
