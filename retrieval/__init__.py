@@ -9,17 +9,20 @@ from retrieval.dense import (
     Encoder,
     FaissConfig,
     SentenceTransformerEncoder,
+    TorchEncoder,
 )
 from retrieval.errors import DataFormatError, InvalidRequestError, SearchError
 from retrieval.evaluation import EvaluationReport, evaluate_run, read_trec_run, write_trec_run
 from retrieval.fusion import FusionConfig, convex_combination, fuse, reciprocal_rank_fusion
 from retrieval.index import SearchIndex
+from retrieval.onnx_encoder import RUNTIMES, OnnxEncoder, load_encoder
 from retrieval.pipeline import Reranker, Searcher, SearchRequest, SearchResult
 from retrieval.tokenization import Tokenizer, TokenizerConfig
 from retrieval.types import Document, Hit, Query, ScoredHit
 
 __all__ = [
     "DEFAULT_ENCODER",
+    "RUNTIMES",
     "BM25Config",
     "BM25Index",
     "DataFormatError",
@@ -32,6 +35,7 @@ __all__ = [
     "FusionConfig",
     "Hit",
     "InvalidRequestError",
+    "OnnxEncoder",
     "Query",
     "Reranker",
     "ScoredHit",
@@ -43,10 +47,12 @@ __all__ = [
     "SentenceTransformerEncoder",
     "Tokenizer",
     "TokenizerConfig",
+    "TorchEncoder",
     "convex_combination",
     "evaluate_run",
     "fuse",
     "load_corpus",
+    "load_encoder",
     "load_qrels",
     "load_queries",
     "read_trec_run",

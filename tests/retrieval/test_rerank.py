@@ -18,7 +18,6 @@ from retrieval.rerank import (
     LearnedReranker,
     LogisticModel,
     LogRegParams,
-    load_reranker,
     mix_with_prior,
     query_terms,
 )
@@ -159,7 +158,7 @@ def test_train_reranker_writes_a_loadable_model_with_manifest(
     assert result.reranker.prior_weight in config.prior_weights
     assert result.reranker.max_query_terms == manifest.params["max_query_terms"] == 2  # "keyword codeNNN"
 
-    reranker = load_reranker(tmp_path / "rr")
+    reranker = LearnedReranker.load(tmp_path / "rr")
     assert reranker.version == manifest.version == result.reranker.version
     assert reranker.model.model_type == model_type
     assert reranker.model.members == (3 if model_type == "lambdamart" else 1)
@@ -240,28 +239,28 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def test_load_errors(trained_dir: Path, tmp_path: Path, animal_index) -> None:
     with pytest.raises(ArtifactNotFoundError):
-        load_reranker(tmp_path / "missing")
+        LearnedReranker.load(tmp_path / "missing")
     with pytest.raises(IncompatibleArtifactError):
-        load_reranker(animal_index.path)  # a search index, not a reranker
+        LearnedReranker.load(animal_index.path)  # a search index, not a reranker
 
     tampered = _copy(trained_dir, tmp_path / "tampered")
     (tampered / "lambdamart.txt").write_text("tree\n", encoding="utf-8")
     with pytest.raises(CorruptArtifactError, match="checksum"):
-        load_reranker(tampered)
+        LearnedReranker.load(tampered)
     with pytest.raises(CorruptArtifactError):
-        load_reranker(tampered, verify=False)
+        LearnedReranker.load(tampered, verify=False)
 
     bad_config = _copy(trained_dir, tmp_path / "bad-config")
     (bad_config / "reranker.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(CorruptArtifactError, match=r"reranker\.json"):
-        load_reranker(bad_config, verify=False)
+        LearnedReranker.load(bad_config, verify=False)
 
     no_model = _copy(trained_dir, tmp_path / "no-model")
     (no_model / "lambdamart.txt").unlink()
     with pytest.raises(CorruptArtifactError, match="missing"):
-        load_reranker(no_model)
+        LearnedReranker.load(no_model)
     with pytest.raises(ArtifactNotFoundError):
-        load_reranker(no_model, verify=False)
+        LearnedReranker.load(no_model, verify=False)
 
 
 def test_unknown_features_are_rejected() -> None:
