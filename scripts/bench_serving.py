@@ -272,7 +272,7 @@ def machine() -> str:
 
 
 def target_lines(results: list[dict[str, Any]]) -> list[str]:
-    """The issue's targets next to what this run measured."""
+    """The serving targets next to what this run measured."""
 
     def find(rpc: str, mode: str, concurrency: int | None = None, open_loop: bool = False) -> list[dict[str, Any]]:
         return [
@@ -340,49 +340,6 @@ def target_lines(results: list[dict[str, Any]]) -> list[str]:
                 f"queries/s (loads {a['load_before']:.1f} and {b['load_before']:.1f} at the start of each row)."
             )
     return lines
-
-
-NOTES = """How the server spends the two cores (service/serving/: runner.py, batching.py, workers.py):
-
-- `--workers 2`: two server processes share the port through SO_REUSEPORT (the kernel spreads
-  connections); each has its own event loop and GIL, and its own copy of the index and models.
-- Query encodings of concurrent requests are gathered into micro-batches (at most 32 texts, at most
-  2 ms of waiting, measured from the oldest queued request) on one encoder thread per worker; the
-  ONNX encoder then runs them in groups of at most 4 of similar length.
-- The encoder (torch or ONNX Runtime) uses cores / workers intra-op threads (1 here) and FAISS 1
-  thread: OpenMP teams that span both cores spin at every operator barrier when a core is taken by
-  the other worker (or by another process on this shared machine); measured, a 2-thread encoder
-  under load ran several times slower.
-- At most `--max-inflight` (256 by default; 1024 for this benchmark so that c=64 measures latency,
-  not refusals) requests per worker; past it, RESOURCE_EXHAUSTED at once. Expired requests are dropped
-  before encoding and before searching.
-
-Where the time goes: the MiniLM query encoder, then gRPC and asyncio per request. One thread, one
-SciFact query, quiet machine (2026-11-29): torch 14.8 ms alone and 7.4 ms per query in batches of 16;
-ONNX Runtime float32 6.3 ms alone (larger batches do not help it: 16 queries in one run cost 15% more
-per query, so the ONNX encoder runs at most 4 texts of similar length at a time); ONNX Runtime with
-int8 weights 2.3 ms alone. `--encoder-runtime onnx` (the default) gives the torch vectors to a cosine
-of 0.99999: SciFact test nDCG@10 is identical (hybrid 0.7139, dense 0.6451). `onnx-int8` moves them
-by a cosine of 0.993 on average: hybrid nDCG@10 SciFact test 0.7139 -> 0.7136, SciFact train 0.7148
--> 0.7157, CISI 0.4489 -> 0.4454; dense 0.6451 -> 0.6454, 0.6602 -> 0.6573, 0.4193 -> 0.4222. It is
-not the default because its vectors are not the ones the index was evaluated with; it is the
-configuration that meets the hybrid targets. BM25-only requests run on the event loop rather than a
-pool thread: the search costs a fraction of a millisecond, less than the hand-off (1,340 -> 1,540-1,595
-queries/s at c=16 in an alternating A/B of BM25-only runs; in the two full matrices that followed, the
-same code measured 1,359 and 1,459 at c=16, so the target is at the edge, not met). About 0.35 ms of
-the 1.0-1.1 ms of server CPU per BM25 request is our servicer (search, response, drift, metrics);
-the rest is gRPC and asyncio.
-
-Link throughput swings with how SO_REUSEPORT spreads the clients' connections (it balances
-connections, not requests: at c=4 one worker may hold three of them). Separate onnx-int8 link runs
-(2 workers, 20 s rows, 2026-11-29 17:29-17:35): c=2 8.6, c=8 9.6, 9.0, 8.9, 9.1, c=16 9.7, 8.8
-documents/s, at 1.9 server cores: about 200 ms of CPU per msnbc document (NER 50, encoding 50, the
-rest candidates, features and scoring). One link thread per worker instead of the shared pool
-measured 7.6 and 8.2 against 8.9 and 9.1 (alternating), so the pool stays.
-
-Memory: each worker holds the SciFact index, MiniLM, spaCy and the KB (when linking is served), so
-the total grows by one worker's footprint per worker; the supervisor process loads nothing heavy.
-"""
 
 
 def artifact_version(path: Path | None) -> str:
@@ -460,11 +417,10 @@ def render(results: list[dict[str, Any]], memory: dict[str, Any], args: argparse
         )
     lines += [
         "",
-        "Against the issue's targets:",
+        "Against the serving targets:",
         "",
         *target_lines(results),
         "",
-        NOTES,
         f"Peak server memory: **{memory['peak_total_mib']:.0f} MiB** resident in total (sampled every 0.25 s over "
         f"the whole run, all processes); per process peaks (VmHWM): {memory['per_process']}."
         + (f" Comparison servers' peaks: {memory['variants']}." if memory.get("variants") else ""),
@@ -543,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(bench(server.target, "search", mode, c, args, server_pid=server.process.pid))
             at16 = next((r for r in results if r["mode"] == mode and r["concurrency"] == 16), None)
             if mode == "hybrid" and at16 is not None and at16["throughput"] > 2:
-                # The issue's latency target is p99 at half the c=16 throughput: an open-loop run at that rate.
+                # The latency target is p99 at half the c=16 throughput: an open-loop run at that rate.
                 results.append(
                     bench(
                         server.target,
