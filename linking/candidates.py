@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -80,14 +81,14 @@ class CandidateGenerator:
         cfg = self.config
         merged: dict[str, Candidate] = {}
 
-        def add(entity_id: str, source: str, **fields: float | int | None) -> None:
+        def add(entity_id: str, source: str, **fields: Any) -> None:
             if entity_id not in self.kb:
                 return
             current = merged.get(entity_id)
             if current is None:
                 if len(merged) >= cfg.k:
                     return
-                merged[entity_id] = Candidate(entity_id=entity_id, sources=(source,), **fields)  # type: ignore[arg-type]
+                merged[entity_id] = Candidate(entity_id=entity_id, sources=(source,), **fields)
             elif source not in current.sources:
                 updates = {k: v for k, v in fields.items() if getattr(current, k) is None}
                 merged[entity_id] = replace(current, sources=(*current.sources, source), **updates)

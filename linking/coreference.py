@@ -52,7 +52,7 @@ def propagate_entities(links: Sequence[Link], kb: KnowledgeBase) -> list[Link]:
             continue
         source = links[best[2]]
         entity_id = source.entity_id
-        if entity_id == link.entity_id:
+        if entity_id is None or entity_id == link.entity_id:  # None never: NIL links are not sources
             continue
         candidates = link.candidates
         if entity_id not in {c.entity_id for c in candidates}:

@@ -60,7 +60,8 @@ def load_spacy(model: str = DEFAULT_SPACY_MODEL) -> Any:
     nlp = spacy.load(model)
     unused = [name for name in NER_UNUSED_COMPONENTS if name in nlp.pipe_names]
     ner = nlp.get_pipe("ner") if "ner" in nlp.pipe_names else None
-    listens = ner is not None and any(node.name.startswith("tok2vec-listener") for node in ner.model.walk())
+    ner_model = getattr(ner, "model", None)  # a trainable pipe's thinc model (spaCy types pipes as callables)
+    listens = ner_model is not None and any(node.name.startswith("tok2vec-listener") for node in ner_model.walk())
     if listens:  # a pipeline whose NER reads the shared tok2vec: keep it
         unused = [name for name in unused if name != "tok2vec"]
     for name in unused:

@@ -209,7 +209,8 @@ class DenseIndex:
     def load(cls, directory: str | Path, doc_ids: list[str], config: FaissConfig) -> DenseIndex:
         index = faiss.read_index(str(Path(directory) / cls.INDEX_FILE))
         if config.index_type == "hnsw":
-            index.hnsw.efSearch = config.hnsw_ef_search
+            # read_index returns the concrete IndexHNSWFlat; faiss's stubs only know the base Index
+            index.hnsw.efSearch = config.hnsw_ef_search  # type: ignore[attr-defined]
         return cls(index, doc_ids, config)
 
 

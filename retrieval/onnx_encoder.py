@@ -151,7 +151,7 @@ class OnnxEncoder:
         tokenizer = model.tokenizer
         max_length = int(model.max_seq_length)
         sample = _tokenize(tokenizer, ["x"], max_length)
-        input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+        input_names: list[str] = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
         runtime = "onnx-int8" if quantize else "onnx"
         directory = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "onnx"
 

@@ -186,7 +186,7 @@ class Searcher:
             t0 = time.perf_counter()
             hits = self._rerank(request, hits, query_vector)
             timings["rerank"] = (time.perf_counter() - t0) * 1000
-            reranker_version = self.reranker.version
+            reranker_version = self.reranker.version if self.reranker is not None else None
         features = search_features(request.query, bm25_hits if request.mode != "dense" else None, dense_hits)
         return SearchResult(tuple(hits[: request.top_k]), self.index.version, timings, reranker_version, features)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,7 +52,11 @@ class RankingModel(Protocol):
 
     model_type: str
     feature_names: tuple[str, ...]
-    members: int
+
+    @property
+    def members(self) -> int:
+        """How many models are averaged (a bag of fold models, or 1)."""
+        ...
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """One score per row of ``features`` (columns in ``feature_names`` order)."""
@@ -145,7 +149,8 @@ class LambdaMartModel:
             settings["monotone_constraints"] = [MONOTONE.get(name, 0) for name in feature_names]
             settings["monotone_constraints_method"] = "advanced"
         train_set = lgb.Dataset(x, label=y, group=groups, feature_name=list(feature_names), free_raw_data=False)
-        valid_sets, callbacks = [], []
+        valid_sets: list[lgb.Dataset] = []
+        callbacks: list[Callable[..., Any]] = []
         if valid is not None:
             vx, vy, vgroups = valid
             valid_sets = [lgb.Dataset(vx, label=vy, group=vgroups, reference=train_set)]
@@ -199,7 +204,9 @@ class LambdaMartModel:
         return cls(boosters, feature_names)
 
     def importances(self) -> dict[str, float]:
-        gains = sum(np.asarray(b.feature_importance(importance_type="gain"), dtype=np.float64) for b in self.boosters)
+        gains = np.sum(
+            [np.asarray(b.feature_importance(importance_type="gain"), dtype=np.float64) for b in self.boosters], axis=0
+        )
         total = gains.sum()
         shares = gains / total if total > 0 else gains
         return {name: float(v) for name, v in zip(self.feature_names, shares, strict=True)}

@@ -270,8 +270,8 @@ def train_reranker(
         config = dataclasses.replace(config, model_type=model_type)
     queries_path = Path(queries) if isinstance(queries, str | Path) else None
     qrels_path = Path(qrels) if isinstance(qrels, str | Path) else None
-    query_list = load_queries(queries_path) if queries_path is not None else list(queries)  # type: ignore[arg-type]
-    judgments: Qrels = load_qrels(qrels_path) if qrels_path is not None else dict(qrels)  # type: ignore[arg-type]
+    query_list: list[Query] = load_queries(queries) if isinstance(queries, str | Path) else list(queries)
+    judgments: Qrels = load_qrels(qrels) if isinstance(qrels, str | Path) else dict(qrels)
 
     sets = collect_candidates(index, encoder, query_list, judgments, depth=config.depth, fusion=config.fusion)
     folds = [fold_of(s.qid, config.folds, config.split_salt) for s in sets]
