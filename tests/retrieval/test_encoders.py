@@ -1,0 +1,40 @@
+"""Encoder constructors wire loaded parts together; loading is the classmethods' and load_encoder's job."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.dense import Encoder, TorchEncoder
+from retrieval.onnx_encoder import load_encoder
+
+
+class RecordingModel:
+    """Stands in for a loaded SentenceTransformer: unit vectors, and a record of the batches asked for."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def get_embedding_dimension(self) -> int:
+        return 3
+
+    def encode(self, texts: list[str], **options: object) -> np.ndarray:
+        assert options["normalize_embeddings"] is True
+        self.batches.append(list(texts))
+        return np.tile(np.array([0.6, 0.8, 0.0], dtype=np.float64), (len(texts), 1))
+
+
+def test_torch_encoder_wraps_a_loaded_model() -> None:
+    model = RecordingModel()
+    encoder = TorchEncoder(model, name="tiny", checksum="abc123")
+    assert isinstance(encoder, Encoder)
+    assert (encoder.name, encoder.dimension, encoder.runtime, encoder.cache_key) == ("tiny", 3, "torch", "abc123")
+    assert model.batches == []  # nothing encoded (or read) on construction
+    vectors = encoder.encode(["a", "b"])
+    assert vectors.dtype == np.float32 and vectors.shape == (2, 3) and vectors.flags["C_CONTIGUOUS"]
+    assert encoder.encode([]).shape == (0, 3) and model.batches == [["a", "b"]]
+
+
+def test_load_encoder_refuses_an_unknown_runtime() -> None:
+    with pytest.raises(ValueError, match="unknown encoder runtime 'tensorrt'"):
+        load_encoder(runtime="tensorrt")
