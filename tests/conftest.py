@@ -1,11 +1,22 @@
-"""Shared fixtures: a deterministic fake encoder, tiny corpora, the real encoder and the shared data."""
+"""Shared fixtures: a deterministic fake encoder, tiny corpora, the real encoder and the shared data.
+
+Nothing a test run writes leaves its temporary directories: every cache the library would keep
+in ``~/.cache/sleuth`` (document embeddings, exported ONNX graphs, the demo index), the model
+registry and third-party caches go to one temporary directory per session
+(:func:`pytest_configure`). Every run is therefore cold and embeds what it uses, which is why the
+real-data tests run on a SciFact subset (:func:`scifact_train_dir`) and embed documents with the
+ONNX runtime of the real encoder.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import random
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -75,11 +86,66 @@ def tiny_index(tiny_corpus: Path, tmp_path: Path, fake_encoder: FakeEncoder):
     return SearchIndex.build(tiny_corpus, tmp_path / "index", fake_encoder)
 
 
+CACHE_VARIABLES = ("SLEUTH_CACHE_DIR", "SLEUTH_REGISTRY", "XDG_CACHE_HOME", "MPLCONFIGDIR")
+"""What points into the session's private directory: the library's cache (embeddings, ONNX graphs, demo
+index), the default model registry, and the per-user cache of third-party libraries (onnxruntime writes
+``$XDG_CACHE_HOME/Microsoft/DeveloperTools`` when imported; matplotlib its font cache)."""
+
+
+_PRIVATE_ROOT = pytest.StashKey[Path]()
+_SAVED_ENV = pytest.StashKey[dict[str, str | None]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the session a private directory for every cache before anything is imported or collected.
+
+    Set here rather than in a fixture because imports at collection time (onnxruntime) already
+    write to the user's cache. Subprocesses that tests start inherit the environment.
+    """
+    root = Path(tempfile.mkdtemp(prefix="sleuth-tests-"))
+    config.stash[_PRIVATE_ROOT] = root
+    config.stash[_SAVED_ENV] = {name: os.environ.get(name) for name in CACHE_VARIABLES}
+    os.environ["SLEUTH_CACHE_DIR"] = str(root / "sleuth")
+    os.environ["SLEUTH_REGISTRY"] = str(root / "registry")
+    os.environ["XDG_CACHE_HOME"] = str(root / "xdg-cache")
+    os.environ["MPLCONFIGDIR"] = str(root / "matplotlib")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Restore the environment and delete the session's private directory."""
+    for name, value in config.stash.get(_SAVED_ENV, {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    root = config.stash.get(_PRIVATE_ROOT, None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def private_caches() -> Path:
+    """The library's cache directory for this session (``$SLEUTH_CACHE_DIR``, see :func:`pytest_configure`)."""
+    return Path(os.environ["SLEUTH_CACHE_DIR"])
+
+
 @pytest.fixture(scope="session")
 def real_encoder():
-    from retrieval.dense import SentenceTransformerEncoder
+    """all-MiniLM-L6-v2 on torch: the reference runtime."""
+    from retrieval.onnx_encoder import load_encoder
 
-    return SentenceTransformerEncoder()
+    return load_encoder(runtime="torch")
+
+
+@pytest.fixture(scope="session")
+def onnx_encoder(private_caches: Path):
+    """The same weights on ONNX Runtime (float32, two threads), exported once per session into the
+    private cache (``private_caches / "onnx"``). Its vectors are the torch ones to a cosine of
+    0.99999 (tests/retrieval/test_onnx_encoder.py checks it) at under half the CPU, so the
+    real-data fixtures embed their documents with it."""
+    from retrieval.onnx_encoder import load_encoder
+
+    return load_encoder(runtime="onnx", threads=2)
 
 
 def _shared(path: Path) -> Path:
@@ -90,28 +156,70 @@ def _shared(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def scifact_dir() -> Path:
+    """The full shared SciFact (read-only). Tests read its train qrels only: test qrels are report data."""
     return _shared(RETRIEVAL_DATA / "scifact")
 
 
-@pytest.fixture(scope="session")
-def cisi_dir() -> Path:
-    return _shared(RETRIEVAL_DATA / "cisi")
+SCIFACT_SAMPLE_SEED = 13
+SCIFACT_UNJUDGED_DOCS = 935
+DEV_SALT = "sleuth-tests-dev"
+DEV_FOLDS = 5
+
+
+def dev_fold(qid: str) -> bool:
+    """Whether a SciFact train query is in the tests' held-out dev fold (one in five, by a hash of its id;
+    another salt than the reranker's own validation folds)."""
+    from retrieval.rerank_training import fold_of
+
+    return fold_of(qid, DEV_FOLDS, DEV_SALT) == 0
 
 
 @pytest.fixture(scope="session")
-def scifact_index(scifact_dir: Path, real_encoder, tmp_path_factory):
-    """SciFact indexed with the real encoder; embeddings come from the cache after the first run."""
-    from retrieval.dense import EmbeddingCache
-    from retrieval.index import SearchIndex
+def scifact_train_dir(scifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BEIR directory with a subset of SciFact's training data, written to a temporary directory.
 
-    return SearchIndex.build(
-        scifact_dir, tmp_path_factory.mktemp("scifact") / "index", real_encoder, cache=EmbeddingCache()
+    How it is built (deterministic, from the shared files, nothing copied into the repository):
+    the corpus is every document judged for a *train* query (565) plus a fixed random sample of
+    935 others (``random.Random(13)`` over the remaining ids in file order): 1,500 of the 5,183
+    documents, in the original line order. queries.jsonl holds the 809 judged train queries;
+    qrels/train.tsv is the full train qrels, split by query into qrels/fit.tsv (four fifths) and
+    qrels/dev.tsv (the held-out fifth: 175 queries, :func:`dev_fold`). Test qrels are not copied: SciFact test
+    is report data.
+
+    With about a third of the distractors, scores here are higher than on the full corpus and are
+    not comparable to published SciFact numbers (or to docs/benchmarks.md); they serve as guards
+    against regressions only.
+    """
+    out = tmp_path_factory.mktemp("scifact-train")
+    (out / "qrels").mkdir()
+    train_lines = (scifact_dir / "qrels" / "train.tsv").read_text(encoding="utf-8").splitlines()
+    header, rows = train_lines[0], [line.split("\t") for line in train_lines[1:] if line.strip()]
+    judged_docs = {row[1] for row in rows}
+    judged_queries = {row[0] for row in rows}
+    corpus_lines = (scifact_dir / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    ids = [json.loads(line)["_id"] for line in corpus_lines]
+    others = [doc_id for doc_id in ids if doc_id not in judged_docs]
+    keep = judged_docs | set(random.Random(SCIFACT_SAMPLE_SEED).sample(others, SCIFACT_UNJUDGED_DOCS))
+    (out / "corpus.jsonl").write_text(
+        "".join(line + "\n" for line, doc_id in zip(corpus_lines, ids, strict=True) if doc_id in keep),
+        encoding="utf-8",
     )
+    query_lines = (scifact_dir / "queries.jsonl").read_text(encoding="utf-8").splitlines()
+    (out / "queries.jsonl").write_text(
+        "".join(line + "\n" for line in query_lines if line.strip() and json.loads(line)["_id"] in judged_queries),
+        encoding="utf-8",
+    )
+    splits = {"train": rows, "fit": [r for r in rows if not dev_fold(r[0])], "dev": [r for r in rows if dev_fold(r[0])]}
+    for name, chosen in splits.items():
+        lines = [header, *("\t".join(row) for row in chosen)]
+        (out / "qrels" / f"{name}.tsv").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return out
 
 
 @pytest.fixture(scope="session")
-def cisi_index(cisi_dir: Path, real_encoder, tmp_path_factory):
-    from retrieval.dense import EmbeddingCache
+def scifact_index(scifact_train_dir: Path, onnx_encoder, tmp_path_factory: pytest.TempPathFactory):
+    """The SciFact subset indexed once per session (documents embedded by the ONNX runtime; the index
+    records the weights' checksum, so the torch encoder is accepted for its queries too)."""
     from retrieval.index import SearchIndex
 
-    return SearchIndex.build(cisi_dir, tmp_path_factory.mktemp("cisi") / "index", real_encoder, cache=EmbeddingCache())
+    return SearchIndex.build(scifact_train_dir, tmp_path_factory.mktemp("scifact") / "index", onnx_encoder)

@@ -11,25 +11,21 @@ import pytest
 
 from retrieval.dense import EmbeddingCache, embed_documents
 from retrieval.onnx_encoder import EncoderRuntimeError, OnnxEncoder, _pooling_mode, load_encoder
-from tests.conftest import RETRIEVAL_DATA
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def queries() -> list[str]:
-    lines = (RETRIEVAL_DATA / "scifact" / "queries.jsonl").read_text(encoding="utf-8").splitlines()
+def queries(scifact_train_dir: Path) -> list[str]:
+    lines = (scifact_train_dir / "queries.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line)["text"] for line in lines[:200]]
 
 
 @pytest.fixture(scope="module")
-def onnx_encoder(tmp_path_factory) -> OnnxEncoder:
-    return OnnxEncoder(cache_dir=tmp_path_factory.mktemp("onnx"))
-
-
-@pytest.fixture(scope="module")
-def int8_encoder() -> OnnxEncoder:
-    return OnnxEncoder(quantize=True)
+def int8_encoder(private_caches: Path) -> OnnxEncoder:
+    encoder = load_encoder(runtime="onnx-int8")
+    assert isinstance(encoder, OnnxEncoder)
+    return encoder
 
 
 def test_float32_graph_gives_the_torch_vectors(real_encoder, onnx_encoder, queries) -> None:
@@ -51,13 +47,15 @@ def test_rows_come_back_in_input_order_whatever_the_lengths(onnx_encoder) -> Non
     assert onnx_encoder.encode([]).shape == (0, onnx_encoder.dimension)
 
 
-def test_int8_vectors_are_close_and_rank_scifact_as_well(real_encoder, int8_encoder, scifact_index) -> None:
+def test_int8_vectors_are_close_and_rank_scifact_as_well(
+    real_encoder, int8_encoder, scifact_index, scifact_train_dir: Path
+) -> None:
     from retrieval.corpus import load_qrels, load_queries
     from retrieval.evaluation import evaluate_run
     from retrieval.pipeline import Searcher, SearchRequest
 
-    qrels = load_qrels(RETRIEVAL_DATA / "scifact" / "qrels" / "train.tsv")
-    queries = [q for q in load_queries(RETRIEVAL_DATA / "scifact" / "queries.jsonl") if q.qid in qrels][:300]
+    qrels = load_qrels(scifact_train_dir / "qrels" / "train.tsv")
+    queries = [q for q in load_queries(scifact_train_dir / "queries.jsonl") if q.qid in qrels][:300]
     texts = [q.text for q in queries]
     cosines = (real_encoder.encode(texts) * int8_encoder.encode(texts)).sum(axis=1)
     assert cosines.mean() > 0.985 and cosines.min() > 0.95
@@ -82,14 +80,18 @@ def test_runtimes_cache_document_embeddings_apart(real_encoder, onnx_encoder, tm
     )
 
 
-def test_a_damaged_cached_graph_is_exported_again(real_encoder, tmp_path: Path) -> None:
-    first = OnnxEncoder(cache_dir=tmp_path)
-    (graph,) = tmp_path.glob("*.onnx")
+def test_a_damaged_cached_graph_is_exported_again(
+    onnx_encoder, private_caches: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (exported,) = (private_caches / "onnx").glob(f"{onnx_encoder.cache_key}-????????.onnx")  # not the int8 graph
+    (tmp_path / "onnx").mkdir()
+    graph = tmp_path / "onnx" / exported.name
     graph.write_bytes(b"not an onnx graph")
-    second = OnnxEncoder(cache_dir=tmp_path)
+    monkeypatch.setenv("SLEUTH_CACHE_DIR", str(tmp_path))
+    again = load_encoder(runtime="onnx")
     assert graph.stat().st_size > 1_000_000
-    vector = second.encode(["aspirin"])[0]
-    assert float(vector @ first.encode(["aspirin"])[0]) > 0.99999
+    vector = again.encode(["aspirin"])[0]
+    assert float(vector @ onnx_encoder.encode(["aspirin"])[0]) > 0.99999
 
 
 def test_unsupported_layouts_and_runtimes_are_refused() -> None:

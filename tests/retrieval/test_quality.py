@@ -1,6 +1,17 @@
-"""Quality floors on real collections (SciFact, CISI) with the real encoder: integration tests."""
+"""Regression guards for ranking quality: BM25, dense and hybrid on SciFact *train* (the subset of
+tests/conftest.py's ``scifact_train_dir``, all 809 judged train queries) with the real encoder's
+weights (ONNX runtime). Integration tests.
+
+These are guards, not the project's quality floors: the floors are stated on SciFact test, a
+report set, and are measured by ``sleuth eval search`` for docs/benchmarks.md, never here. The
+subset keeps about a third of SciFact's distractors, so its scores are higher than the full
+corpus's and are comparable only with themselves; each guard sits about 0.01 under the value
+measured on it (a drop of 0.01 NDCG@10 over 809 queries is several queries' worth of change).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +22,9 @@ from retrieval.pipeline import Searcher, SearchRequest
 pytestmark = pytest.mark.integration
 
 
-def ndcg10(searcher: Searcher, data_dir, mode: str) -> float:
-    qrels = load_qrels(data_dir / "qrels" / "test.tsv")
+def ndcg10(searcher: Searcher, data_dir: Path, mode: str, qrels_name: str = "train") -> float:
+    """Mean NDCG@10 over the queries judged in ``qrels/<qrels_name>.tsv``, top 100 retrieved in ``mode``."""
+    qrels = load_qrels(data_dir / "qrels" / f"{qrels_name}.tsv")
     queries = [q for q in load_queries(data_dir / "queries.jsonl") if q.qid in qrels]
     results = searcher.batch_search([SearchRequest(q.text, top_k=100, mode=mode) for q in queries])
     run = {q.qid: {h.doc_id: h.score for h in r.hits} for q, r in zip(queries, results, strict=True)}
@@ -20,25 +32,23 @@ def ndcg10(searcher: Searcher, data_dir, mode: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def scifact_scores(scifact_index, real_encoder, scifact_dir) -> dict[str, float]:
-    searcher = Searcher(scifact_index, real_encoder)
-    return {mode: ndcg10(searcher, scifact_dir, mode) for mode in ("bm25", "dense", "hybrid")}
+def train_scores(scifact_index, onnx_encoder, scifact_train_dir: Path) -> dict[str, float]:
+    searcher = Searcher(scifact_index, onnx_encoder)
+    return {mode: ndcg10(searcher, scifact_train_dir, mode) for mode in ("bm25", "dense", "hybrid")}
 
 
-def test_scifact_bm25_floor(scifact_scores) -> None:
-    assert scifact_scores["bm25"] >= 0.67
+def test_guard_bm25_on_scifact_train_subset(train_scores, record_property) -> None:
+    """Guards tokenization and BM25 scoring (k1, b, the analyser): measured 0.780 on the subset."""
+    record_property("ndcg@10", train_scores)  # the measured values, for --junitxml
+    assert train_scores["bm25"] >= 0.77, train_scores
 
 
-def test_scifact_dense_floor(scifact_scores) -> None:
-    assert scifact_scores["dense"] >= 0.64
+def test_guard_dense_on_scifact_train_subset(train_scores) -> None:
+    """Guards the document texts given to the encoder, normalization and the FAISS search: measured 0.774."""
+    assert train_scores["dense"] >= 0.76, train_scores
 
 
-def test_scifact_hybrid_floor_and_gain_over_both(scifact_scores) -> None:
-    assert scifact_scores["hybrid"] >= 0.71
-    assert scifact_scores["hybrid"] > max(scifact_scores["bm25"], scifact_scores["dense"])
-
-
-def test_cisi_hybrid_at_least_the_better_retriever(cisi_index, real_encoder, cisi_dir) -> None:
-    searcher = Searcher(cisi_index, real_encoder)
-    scores = {mode: ndcg10(searcher, cisi_dir, mode) for mode in ("bm25", "dense", "hybrid")}
-    assert scores["hybrid"] >= max(scores["bm25"], scores["dense"]), scores
+def test_guard_hybrid_on_scifact_train_subset_beats_both_retrievers(train_scores) -> None:
+    """Guards reciprocal-rank fusion: measured 0.814, above BM25 and dense alone (as on the full corpus)."""
+    assert train_scores["hybrid"] >= 0.80, train_scores
+    assert train_scores["hybrid"] > max(train_scores["bm25"], train_scores["dense"]), train_scores
