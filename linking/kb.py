@@ -34,7 +34,7 @@ from artifacts import (
 )
 from artifacts.textfile import text_lines
 from linking.errors import KBFormatError
-from linking.normalization import guess_entity_type, name_variants, normalize_alias
+from linking.normalization import NAME_PARTICLES, guess_entity_type, name_variants, normalize_alias, strip_qualifier
 from linking.types import AliasEntry, Entity
 
 logger = logging.getLogger(__name__)
@@ -368,16 +368,66 @@ class KnowledgeBase:
 
     def _build_variant_index(self) -> dict[str, list[str]]:
         index: dict[str, set[str]] = defaultdict(set)
+        place_names = self._place_names()
         for entity_id, entity in self._entities.items():
             is_person = self._types[entity_id] == "person"
             for name in (entity.name, entity_id):
                 for key in name_variants(name, is_person=is_person):
+                    index[key].add(entity_id)
+            if self._types[entity_id] == "organization":
+                for key in short_organization_names(entity.name, place_names):
                     index[key].add(entity_id)
             for alias in entity.aliases:
                 key = normalize_alias(alias)
                 if key:
                     index[key].add(entity_id)
         return {key: sorted(ids, key=lambda eid: (-self._popularity.get(eid, 0.0), eid)) for key, ids in index.items()}
+
+    def _place_names(self) -> frozenset[str]:
+        """Normalized names (qualifier stripped) and KB aliases of the entities typed ``place``."""
+        names: set[str] = set()
+        for entity_id, entity in self._entities.items():
+            if self._types[entity_id] == "place":
+                names.add(normalize_alias(strip_qualifier(entity.name)))
+                names.update(normalize_alias(alias) for alias in entity.aliases)
+        names.discard("")
+        return frozenset(names)
+
+
+LEGAL_FORMS = frozenset({"ag", "co", "corp", "gmbh", "inc", "llc", "ltd", "plc", "sa"})
+"""Normalized legal-form suffixes of company names ("Apple Inc."): never a short name on their own."""
+
+
+def short_organization_names(name: str, place_names: frozenset[str] | set[str]) -> set[str]:
+    """Normalized short forms of an organisation's name that starts with a place: the name without the place.
+
+    Teams, newspapers and firms named "<place> <name>" go by the rest of the name in text ("the
+    Bulls", "the Tribune", "United"), which neither the name variants nor a small alias table reach.
+    Only a leading place (an entity name or alias of a ``place`` in the KB) is dropped, so "Apple
+    Inc." does not become "Inc." and "University of Chicago" stays whole; a short form that is
+    only a type word ("Club", "Airlines") or a legal form ("Inc.") is no name and is skipped.
+
+    Example:
+        >>> sorted(short_organization_names("Chicago Bulls", {"chicago"}))
+        ['bulls']
+        >>> sorted(short_organization_names("New York Red Bulls", {"new york", "york"}))
+        ['red bulls']
+        >>> short_organization_names("Chicago Club", {"chicago"}), short_organization_names("Apple Inc.", {"apple"})
+        (set(), set())
+    """
+    words = normalize_alias(strip_qualifier(name)).split()
+    out: set[str] = set()
+    for cut in range(1, len(words)):
+        if " ".join(words[:cut]) not in place_names:
+            continue
+        rest = words[cut:]
+        tail = " ".join(rest)
+        if rest[0] in NAME_PARTICLES or rest[-1] in LEGAL_FORMS or len(tail) < 3:
+            continue
+        # "Airlines", "Police", "Party": type words (plural or not) name no one on their own
+        if guess_entity_type(tail) == "other" and guess_entity_type(tail.removesuffix("s")) == "other":
+            out.add(tail)
+    return out
 
 
 def file_inputs(entity_paths: Sequence[str | Path], alias_paths: Sequence[str | Path]) -> dict[str, Any]:
