@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from service.bench import RPCS, SEARCH_MODES, BenchConfig, BenchError, read_texts, run_bench
+from service.cli.options import top_k
 from service.security import SecurityConfigError, load_token
 
 USER_ERRORS: tuple[type[BaseException], ...] = (BenchError,)
@@ -22,7 +23,7 @@ def register(groups: Any) -> None:
         "connection, send a request, wait for the answer, send the next.",
     )
     bench.add_argument("--target", required=True, help="server address, e.g. localhost:50051")
-    bench.add_argument("--rpc", default="search", choices=RPCS)
+    bench.add_argument("--rpc", default="search", choices=RPCS, help="the RPC to load")
     bench.add_argument("--mode", default="hybrid", choices=SEARCH_MODES, help="search mode (rerank = hybrid+rerank)")
     bench.add_argument("--concurrency", type=int, default=16, help="virtual users (default 16)")
     bench.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
@@ -31,7 +32,7 @@ def register(groups: Any) -> None:
     )
     bench.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first (default 2)")
     bench.add_argument("--timeout", type=float, default=10.0, help="per-call deadline in seconds (default 10)")
-    bench.add_argument("--top-k", type=int, default=10)
+    bench.add_argument("--top-k", type=top_k, default=10, help="hits per search, 1 to 1000")
     bench.add_argument("--queries", type=Path, help="queries: JSONL with a 'text' field (BEIR) or plain lines")
     bench.add_argument("--docs", type=Path, help="documents for --rpc link: JSONL with a 'text' field or lines")
     bench.add_argument("--limit", type=int, help="use only the first N queries/documents")

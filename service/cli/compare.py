@@ -28,7 +28,7 @@ def register(groups: Any) -> None:
     cmp.add_argument("--qrels", type=Path, help="judgments (search runs)")
     cmp.add_argument("--metrics", default="ndcg@10,recall@100,mrr@10,map@100", help="search metrics, comma-separated")
     cmp.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples and permutations")
-    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--seed", type=int, default=0, help="random seed of the resampling")
     cmp.add_argument("--json", action="store_true", help="print one JSON object")
     cmp.add_argument("--html", type=Path, help="write an HTML report with per-unit difference plots")
     cmp.add_argument("--png", type=Path, help="write the per-unit difference plot(s) as PNG")

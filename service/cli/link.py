@@ -13,31 +13,38 @@ from typing import Any
 from artifacts import ArtifactError, sha256_file
 from linking import (
     BenchmarkFormatError,
-    Disambiguator,
     DisambiguatorConfig,
     EntityLinker,
     KnowledgeBase,
+    LinkerTrainingConfig,
     LinkingError,
     LinkOptions,
-    MentionDetector,
-    cross_validate,
     file_inputs,
-    leave_one_dataset_out,
-    load_spacy,
-    prepare_documents,
     read_benchmark,
-    shorten_person_mentions,
-    train_disambiguator,
+    train_linker,
 )
-from linking.drift import linking_reference
 from linking.evaluation import evaluate_linker
+from linking.pipeline import MAX_TEXT_CHARS
 from retrieval.errors import InvalidRequestError
 from service.cli import registry as registry_cli
-from service.cli.options import add_encoder_runtime
+from service.cli.options import (
+    InputError,
+    add_client_security,
+    add_encoder_runtime,
+    check_artifact,
+    check_file,
+    check_new_directory,
+    connect,
+    nonblank,
+    rpc_failure,
+)
 
 logger = logging.getLogger(__name__)
 
 USER_ERRORS: tuple[type[BaseException], ...] = (LinkingError, ArtifactError, InvalidRequestError, BenchmarkFormatError)
+
+MAX_RUNNER_UPS = 99
+"""``link --top`` at most: the protocol carries at most 100 candidates per mention (the link and 99 others)."""
 
 
 def register(groups: Any) -> None:
@@ -51,13 +58,15 @@ def register(groups: Any) -> None:
     build.add_argument("--overwrite", action="store_true", help="replace an existing KB directory")
     build.set_defaults(func=run_kb_build)
 
-    link = groups.root.add_parser("link", help="link the entity mentions of a text")
-    link.add_argument("text", help="the text to link")
-    link.add_argument("--kb", type=Path, help="KB directory (default: the demo KB)")
-    link.add_argument("--model", type=Path, help="linker model directory (default: demo model / prior baseline)")
-    link.add_argument("--top", type=int, default=3, help="runner-up candidates to show (default 3)")
+    link = groups.root.add_parser("link", help="link the entity mentions of a text (locally or on a server)")
+    link.add_argument("text", type=nonblank, help="the text to link")
+    link.add_argument("--target", help="link on this running server (host:port) instead of locally")
+    link.add_argument("--kb", type=Path, help="KB directory (local; default: the demo KB)")
+    link.add_argument("--model", type=Path, help="linker model directory (local; default: demo model / prior baseline)")
+    link.add_argument("--top", type=int, default=3, help=f"runner-up candidates to show, 0 to {MAX_RUNNER_UPS}")
     link.add_argument("--json", action="store_true", help="print JSON")
-    add_encoder_runtime(link, "torch", "how contexts are encoded")
+    add_client_security(link)
+    add_encoder_runtime(link, "torch", "how contexts are encoded (local)")
     link.set_defaults(func=run_link)
 
     train = groups.group("train", "train models")
@@ -68,8 +77,10 @@ def register(groups: Any) -> None:
     )
     linker.add_argument("--out", type=Path, help="model directory to write (default: a new registry version)")
     registry_cli.add_publish_options(linker)
-    linker.add_argument("--model-type", choices=("lightgbm", "logistic"), default="lightgbm")
-    linker.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by document (default 5)")
+    linker.add_argument(
+        "--model-type", choices=("lightgbm", "logistic"), default="lightgbm", help="the disambiguator's learner"
+    )
+    linker.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by document")
     linker.add_argument("--no-augment", action="store_true", help="do not add short-name copies of the documents")
     linker.add_argument(
         "--detected-nil-rule",
@@ -101,37 +112,34 @@ def register(groups: Any) -> None:
     ev.set_defaults(func=run_eval_link)
 
 
-def _encoder(runtime: str = "torch") -> Any:
-    import torch
+def _encoder(runtime: str) -> Any:
+    """The default encoder on ``runtime``, on one thread.
 
-    from retrieval.onnx_encoder import load_encoder
+    Linking encodes small batches (a document's sentences); on a shared 2-core machine one torch
+    thread was several times faster than two (thread contention), and an OpenMP team for FAISS
+    costs more than a document's few dozen vectors save.
+    """
+    from retrieval import DEFAULT_ENCODER, load_encoder
+    from service.serving.runner import configure_threads
 
-    # Linking encodes small batches (a document's sentences); on a shared 2-core machine one torch
-    # thread was several times faster than two (thread contention), so the linking commands use one.
-    torch.set_num_threads(1)
-    import faiss
-
-    faiss.omp_set_num_threads(1)  # one document's few dozen vectors: an OpenMP team costs more than it saves
-    return load_encoder(runtime=runtime, threads=1)
+    configure_threads(1, 1)
+    logger.info("loading encoder %s (runtime %s)", DEFAULT_ENCODER, runtime)
+    return load_encoder(DEFAULT_ENCODER, runtime, threads=1)
 
 
-def _linker(kb_dir: Path, model_dir: Path | None, runtime: str = "torch") -> EntityLinker:
-    kb = KnowledgeBase.load(kb_dir)
-    linker = EntityLinker(kb, _encoder(runtime), detector=MentionDetector(load_spacy()))
-    if model_dir is not None:
-        model, manifest = Disambiguator.load(model_dir)
-        if kb.manifest is not None and manifest.parents.get("kb") not in (None, kb.manifest.content_id):
-            logger.warning(
-                "model %s was trained with KB %s, not %s (fine if the KB only grew)",
-                manifest.version,
-                manifest.parents.get("kb"),
-                kb.manifest.content_id,
-            )
-        linker.scorer = model
+def _open_linker(kb_dir: Path, model_dir: Path | None, runtime: str) -> EntityLinker:
+    """The linker of ``kb_dir`` + ``model_dir`` (the library's entry point), after their manifests are checked."""
+    started = time.perf_counter()
+    encoder = _encoder(runtime)
+    logger.info("loading KB %s, its entity vectors, spaCy and the model %s", kb_dir, model_dir or "(prior baseline)")
+    linker = EntityLinker.open(kb_dir, model_dir, encoder)
+    logger.info("linker ready in %.1f s", time.perf_counter() - started)
     return linker
 
 
 def run_kb_build(args: argparse.Namespace) -> int:
+    """``sleuth kb build``: read and check the entity and alias files, then write the KB."""
+    check_new_directory(args.out, args.overwrite)
     started = time.perf_counter()
     kb = KnowledgeBase.from_files(args.entities, args.aliases)
     inputs = file_inputs(args.entities, args.aliases)
@@ -146,26 +154,41 @@ def run_kb_build(args: argparse.Namespace) -> int:
 
 
 def run_link(args: argparse.Namespace) -> int:
-    if args.kb is None:
-        from service.serving.linker import load_linker
-
-        linker = load_linker(_encoder(args.encoder_runtime), None, args.model).linker
+    """``sleuth link``: the text and every option are checked before a model loads."""
+    if len(args.text) > MAX_TEXT_CHARS:
+        raise InvalidRequestError("text", f"is {len(args.text)} characters; the limit is {MAX_TEXT_CHARS}")
+    if not 0 <= args.top <= MAX_RUNNER_UPS:
+        raise InvalidRequestError("--top", f"must be within [0, {MAX_RUNNER_UPS}], got {args.top}")
+    if args.target is not None:
+        if args.kb is not None or args.model is not None:
+            raise InvalidRequestError("--target", "links with the server's KB and model: drop --kb and --model")
+        rows = _remote_link(args)
     else:
-        linker = _linker(args.kb, args.model, args.encoder_runtime)
-    links = linker.link(args.text, options=LinkOptions(top_candidates=max(args.top, 1)))
-    rows = [
-        {
-            "start": link.mention.start,
-            "end": link.mention.end,
-            "surface": link.mention.surface,
-            "label": link.mention.label,
-            "entity": link.entity_id,
-            "score": round(link.score, 4),
-            "coreferent": link.coreferent,
-            "candidates": [{"entity": c.entity_id, "score": round(c.score, 4)} for c in link.candidates],
-        }
-        for link in links
-    ]
+        check_artifact(args.kb, "kb", "--kb")
+        check_artifact(args.model, "linker", "--model")
+        if args.kb is None:
+            from service.serving.linker import load_linker
+
+            linker = load_linker(_encoder(args.encoder_runtime), None, args.model).linker
+        else:
+            linker = _open_linker(args.kb, args.model, args.encoder_runtime)
+        links = linker.link(args.text, options=LinkOptions(top_candidates=args.top + 1))
+        rows = [
+            {
+                "start": link.mention.start,
+                "end": link.mention.end,
+                "surface": link.mention.surface,
+                "label": link.mention.label,
+                "entity": link.entity_id,
+                "score": round(link.score, 4),
+                "coreferent": link.coreferent,
+                "candidates": [{"entity": c.entity_id, "score": round(c.score, 4)} for c in link.candidates],
+            }
+            for link in links
+        ]
+    if not rows:
+        # An empty answer is not an error, but a silent one looks like a crash.
+        print("sleuth: no entity mention found in the text", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
@@ -180,53 +203,79 @@ def run_link(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remote_link(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``sleuth link --target``: the server's answer as the rows a local link prints."""
+    import grpc
+
+    with connect(args) as client:
+        try:
+            response = client.link(args.text, top_candidates=args.top + 1)
+        except grpc.RpcError as exc:
+            raise rpc_failure(args.target, exc) from None
+    logger.info("linked by %s with %s, %s", args.target, response.kb_version, response.model_version)
+    return [
+        {
+            "start": m.start,
+            "end": m.end,
+            "surface": m.surface,
+            "label": m.label or None,
+            "entity": None if m.nil else m.entity_id,
+            "score": round(m.score, 4),
+            "coreferent": m.coreferent,
+            "candidates": [{"entity": c.entity_id, "score": round(c.score, 4)} for c in m.candidates],
+        }
+        for m in response.mentions
+    ]
+
+
+def _read_benchmarks(paths: list[Path]) -> list[tuple[str, list[Any]]]:
+    """Each benchmark file's documents, named by its file stem; errors name file:line."""
+    for path in paths:
+        check_file(path, "--benchmark")
+    return [(path.stem, read_benchmark(path)) for path in paths]
+
+
 def run_train_linker(args: argparse.Namespace) -> int:
+    """``sleuth train linker``: options, KB manifest and benchmark files are checked before anything loads."""
     if args.folds < 2:
         raise InvalidRequestError("--folds", "must be at least 2")
     if args.transfer and len({path.stem for path in args.benchmark}) < 2:
         raise InvalidRequestError("--transfer", "needs two or more --benchmark files with different names")
-    linker = _linker(args.kb, None)
-    documents, detected = [], []
-    for path in args.benchmark:
-        originals = read_benchmark(path)
-        documents += prepare_documents(linker, originals, path.stem)
-        if not args.no_augment:
-            documents += prepare_documents(linker, shorten_person_mentions(originals, linker.kb), path.stem)
-        # the detector's mentions of the same documents choose the NIL rule for detected mentions
-        detected += prepare_documents(linker, originals, path.stem, detected=True)
-    config = DisambiguatorConfig(model_type=args.model_type)
-    cv = cross_validate(linker, documents, config, folds=args.folds, detected=detected)
-    model = train_disambiguator(documents, config, first_pass_scores=cv.first_pass_scores, folds=args.folds)
-    model = model.with_threshold(cv.threshold, cv.margin, detected=cv.detected_rule if args.detected_nil_rule else None)
-    model.metrics = cv.to_dict()
-    transfer = (
-        leave_one_dataset_out(linker, documents, config, folds=args.folds, detected=detected) if args.transfer else None
+    check_new_directory(args.out, args.overwrite)
+    check_artifact(args.kb, "kb", "--kb")
+    benchmarks = _read_benchmarks(args.benchmark)
+    logger.info(
+        "read %d documents from %s",
+        sum(len(docs) for _, docs in benchmarks),
+        ", ".join(f"{name} ({len(docs)})" for name, docs in benchmarks),
     )
-    if transfer is not None:
-        model.metrics.update(transfer.to_dict())
-    linker.scorer = model
-    reference = linking_reference(linker, [doc for path in args.benchmark for doc in read_benchmark(path)])
-    kb_id = linker.kb.manifest.content_id if linker.kb.manifest is not None else linker.kb.content_id
+    linker = _open_linker(args.kb, None, "torch")
+    config = LinkerTrainingConfig(
+        model=DisambiguatorConfig(model_type=args.model_type),
+        folds=args.folds,
+        augment=not args.no_augment,
+        detected_nil_rule=args.detected_nil_rule,
+        transfer=args.transfer,
+    )
+    started = time.perf_counter()
+    logger.info(
+        "training: preparing documents%s, %d-fold cross-validation%s, fitting the %s model",
+        " and their short-name copies" if config.augment else "",
+        config.folds,
+        ", leave-one-dataset-out transfer" if config.transfer else "",
+        args.model_type,
+    )
+    try:
+        trained = train_linker(linker, benchmarks, config)
+    except ValueError as exc:  # documents that cannot be trained on (one group only, no correct candidate)
+        raise InputError(f"cannot train on {', '.join(map(str, args.benchmark))}: {exc}") from exc
+    logger.info("trained in %.1f s", time.perf_counter() - started)
+    inputs = {"benchmarks": [{"path": str(p), "sha256": sha256_file(p)} for p in args.benchmark]}
     manifest, out = registry_cli.publish_build(
-        args,
-        "linker",
-        lambda out: model.save(
-            out,
-            parents={"kb": kb_id, "encoder": linker.encoder.checksum},
-            params={
-                "augment": not args.no_augment,
-                "detected_nil_rule": args.detected_nil_rule,
-                "folds": args.folds,
-                "max_context_chars": linker.config.max_context_chars,
-                "candidates": linker.config.candidates.__dict__,
-                "encoder": linker.encoder.name,
-            },
-            inputs={"benchmarks": [{"path": str(p), "sha256": sha256_file(p)} for p in args.benchmark]},
-            overwrite=args.overwrite,
-            drift_reference=reference,
-        ),
-        args.out,
+        args, "linker", lambda out: trained.save(out, inputs=inputs, overwrite=args.overwrite), args.out
     )
+    cv, transfer = trained.cv, trained.transfer
+    assert cv is not None  # cross-validation is on for the command
     print(
         f"{manifest.version}: CV F1 {cv.f1_overall:.4f} {cv.f1_by_dataset}, "
         f"NIL below {cv.threshold:.2f} when leading by < {cv.margin:.2f} -> {out}"
@@ -249,8 +298,12 @@ def run_train_linker(args: argparse.Namespace) -> int:
 
 
 def run_eval_link(args: argparse.Namespace) -> int:
-    linker = _linker(args.kb, args.model, args.encoder_runtime)
+    """``sleuth eval link``: the benchmark is read and the KB and model manifests checked before loading."""
+    check_file(args.benchmark, "--benchmark")
     documents = read_benchmark(args.benchmark)
+    check_artifact(args.kb, "kb", "--kb")
+    check_artifact(args.model, "linker", "--model")
+    linker = _open_linker(args.kb, args.model, args.encoder_runtime)
     started = time.perf_counter()
     result = evaluate_linker(linker, documents, args.mode)
     elapsed = time.perf_counter() - started

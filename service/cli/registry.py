@@ -43,7 +43,7 @@ def register(groups: Any) -> None:
 
     listing = add("list", "the versions, newest last, with the active one marked")
     listing.add_argument("--kind", help="only this kind (search-index, reranker, kb, linker)")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=run_list)
 
     show = add("show", "one version's manifest: lineage, parameters, checksums, metrics")
@@ -51,7 +51,7 @@ def register(groups: Any) -> None:
     show.set_defaults(func=run_show)
 
     activate = add("activate", "make a version active (refused if its files fail their checksums)")
-    activate.add_argument("version")
+    activate.add_argument("version", help="kind@content-id, a content id, or a unique prefix")
     add_target(activate)
     activate.set_defaults(func=run_activate)
 
@@ -67,8 +67,8 @@ def register(groups: Any) -> None:
     gc.set_defaults(func=run_gc)
 
     status = registry.add_parser("status", help="what a running server serves (its Admin Status RPC)")
-    status.add_argument("--target", required=True)
-    status.add_argument("--auth-token-file", type=Path)
+    status.add_argument("--target", required=True, help="the server (host:port)")
+    status.add_argument("--auth-token-file", type=Path, help="the server's bearer token, if it has one")
     status.set_defaults(func=run_status)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ from typing import Any
 from artifacts import ArtifactError
 from retrieval.errors import SearchError
 from service.cli import registry as registry_cli
+from service.cli.options import check_artifact, check_new_directory
+
+logger = logging.getLogger(__name__)
 
 USER_ERRORS: tuple[type[BaseException], ...] = (SearchError, ArtifactError, OSError)
 
@@ -23,7 +27,12 @@ def register(groups: Any) -> None:
     tr.add_argument("--qrels", required=True, type=Path, help="training qrels TSV (query-id, corpus-id, score)")
     tr.add_argument("--out", type=Path, help="model directory to create (default: a new registry version)")
     registry_cli.add_publish_options(tr)
-    tr.add_argument("--model", default="lambdamart", choices=["lambdamart", "logreg"], help="default lambdamart")
+    tr.add_argument(
+        "--model",
+        default="lambdamart",
+        choices=["lambdamart", "logreg"],
+        help="the learner: LambdaMART or logistic regression",
+    )
     tr.add_argument("--folds", type=int, default=5, help="validation folds of the training queries (default 5)")
     tr.add_argument("--depth", type=int, default=100, help="fused candidates per training query (default 100)")
     tr.add_argument("--no-monotone", action="store_true", help="LambdaMART without monotone constraints")
@@ -40,17 +49,16 @@ def register(groups: Any) -> None:
 
 
 def run_train_reranker(args: argparse.Namespace) -> int:
+    """``sleuth train reranker``: options, queries and qrels are checked before the index and encoder load."""
     import dataclasses
 
-    from retrieval.dense import SentenceTransformerEncoder
+    from retrieval import load_encoder
+    from retrieval.corpus import load_qrels, load_queries
     from retrieval.index import SearchIndex
     from retrieval.rerank import LambdaMartParams
     from retrieval.rerank_training import TrainingConfig, train_reranker
 
-    if args.out is not None and args.out.exists() and not args.overwrite:
-        raise SearchError(f"{args.out} already exists (add --overwrite to replace it)")
-    index = SearchIndex.load(args.index or registry_cli.active_path(args, "search-index"))
-    encoder = SentenceTransformerEncoder(index.encoder_info["name"])
+    check_new_directory(args.out, args.overwrite)
     try:
         config = TrainingConfig(
             model_type=args.model,
@@ -61,6 +69,24 @@ def run_train_reranker(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise SearchError(str(exc)) from exc
+    # Read once here so a bad line (file:line) stops the command before anything loads; training
+    # reads the files again to record their checksums in the model's manifest.
+    judged = load_qrels(args.qrels)
+    queries = [q for q in load_queries(args.queries) if q.qid in judged]
+    if not queries:
+        raise SearchError(f"no query of {args.queries} is judged in {args.qrels}")
+    index_dir = args.index or registry_cli.active_path(args, "search-index")
+    check_artifact(index_dir, "search-index", "--index")
+    logger.info("%d judged training queries; loading index %s", len(queries), index_dir)
+    index = SearchIndex.load(index_dir)
+    logger.info("loading encoder %s", index.encoder_info["name"])
+    encoder = load_encoder(index.encoder_info["name"], "torch")
+    logger.info(
+        "training a %s reranker: candidates for each query (depth %d), %d validation folds, then the final fit",
+        args.model,
+        args.depth,
+        args.folds,
+    )
     result, out = registry_cli.publish_build(
         args,
         "reranker",
@@ -84,10 +110,11 @@ def run_train_reranker(args: argparse.Namespace) -> int:
 
 def run_explain_reranker(args: argparse.Namespace) -> int:
     from artifacts import Manifest
-    from retrieval.rerank import KIND, load_reranker
+    from retrieval.rerank import KIND, LearnedReranker
     from retrieval.rerank_training import describe
 
-    reranker = load_reranker(args.model_dir)
+    check_artifact(args.model_dir, KIND, "model_dir")
+    reranker = LearnedReranker.load(args.model_dir)
     manifest = Manifest.read(args.model_dir, kind=KIND)
     model = reranker.model
     ranked = describe(model.importances())

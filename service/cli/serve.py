@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from artifacts import ArtifactError
-from service.cli.options import add_encoder_runtime, positive_int
+from service.cli.options import add_encoder_runtime, check_artifact, check_file, positive_int
 from service.config import DEFAULT_PORT, ServerConfig
-from service.security import SecurityConfigError, check_admin_exposure
+from service.security import SecurityConfigError, check_admin_exposure, load_token
 
 
 class ServeOptionError(Exception):
@@ -135,8 +135,34 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return config
 
 
+def check_inputs(config: ServerConfig) -> None:
+    """Refuse missing or unusable files and directories before anything loads (manifests only: cheap).
+
+    Loading the encoder, spaCy and a KB's entity vectors takes a minute on a small machine; a
+    mistyped path should not cost that minute (nor be found by every worker at once).
+    """
+    if not 0 <= config.port <= 65535:
+        raise ServeOptionError(f"--port must be within [0, 65535], got {config.port}")
+    if config.threads < 1:
+        raise ServeOptionError(f"--threads must be at least 1, got {config.threads}")
+    if config.registry is not None and not config.registry.is_dir():
+        raise ArtifactError(f"--registry {config.registry}: no such registry directory")
+    check_artifact(config.index, "search-index", "--index")
+    check_artifact(config.reranker, "reranker", "--reranker")
+    check_artifact(config.kb, "kb", "--kb")
+    check_artifact(config.linker_model, "linker", "--model")
+    check_file(config.tls_cert, "--tls-cert")
+    check_file(config.tls_key, "--tls-key")
+    check_file(config.experiment, "--experiment")
+    if config.auth_token_file is not None:
+        check_file(config.auth_token_file, "--auth-token-file")
+        load_token(config.auth_token_file)  # too short, not one line: say so now
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT (one process, or ``--workers N``)."""
+    """Serve until SIGTERM/SIGINT (one process, or ``--workers N``); the inputs are checked first."""
     from service.serving.workers import run
 
-    return run(config_from_args(args))
+    config = config_from_args(args)
+    check_inputs(config)
+    return run(config)

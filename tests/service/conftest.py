@@ -1,4 +1,8 @@
-"""A real gRPC server on port 0, run on its own event loop thread, for tests to call through a channel."""
+"""A real gRPC server on port 0, run on its own event loop thread, for tests to call through a channel.
+
+The access log goes to a handler the test session owns (never to stderr): a call that a test
+gives up on finishes later, and its line would otherwise reach the terminal between tests.
+"""
 
 from __future__ import annotations
 
@@ -47,9 +51,54 @@ def running_server(services: Services, config: ServerConfig | None = None) -> It
         asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(30)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def quiet_access_log() -> Iterator[None]:
+    """Keep the servers' JSON access log off stderr for the whole session (tests read it via ``access_log``)."""
+    saved = (access_logger.handlers[:], access_logger.level, access_logger.propagate)
+    access_logger.handlers[:] = [logging.NullHandler()]
+    access_logger.setLevel(logging.INFO)  # the interceptor writes lines only when INFO is enabled
+    access_logger.propagate = False
+    yield
+    access_logger.handlers[:], level, access_logger.propagate = saved
+    access_logger.setLevel(level)
+
+
 @pytest.fixture
 def tiny_server(tiny_index, fake_encoder) -> Iterator[str]:
     with running_server(Services(searcher=Searcher(tiny_index, fake_encoder))) as address:
+        yield address
+
+
+@pytest.fixture
+def linking_services(tiny_index, fake_encoder) -> Services:
+    """The tiny index, and a linker on the tiny KB (fake encoder, spaCy mentions, a logistic model)."""
+    from linking import (
+        DisambiguatorConfig,
+        EntityLinker,
+        KnowledgeBase,
+        MentionDetector,
+        load_spacy,
+        prepare_documents,
+        train_disambiguator,
+    )
+    from service.serving.linker import LoadedLinker
+    from tests.conftest import FakeEncoder
+    from tests.linking.conftest import ALIASES, ENTITIES, KEYWORDS
+    from tests.linking.test_pipeline import TRAIN
+
+    linker = EntityLinker(
+        KnowledgeBase(ENTITIES, ALIASES), FakeEncoder(KEYWORDS), detector=MentionDetector(load_spacy())
+    )
+    linker.scorer = train_disambiguator(
+        prepare_documents(linker, TRAIN, "tiny"), DisambiguatorConfig(model_type="logistic")
+    )
+    return Services(searcher=Searcher(tiny_index, fake_encoder), linker=LoadedLinker(linker, "kb@tiny", "linker@tiny"))
+
+
+@pytest.fixture
+def linking_server(linking_services: Services) -> Iterator[str]:
+    """A server with :func:`linking_services` on a free port; its address."""
+    with running_server(linking_services) as address:
         yield address
 
 

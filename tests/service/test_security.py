@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import grpc
@@ -214,4 +215,22 @@ def test_python_client_and_search_command_speak_tls_with_a_token(services, certi
         err = capsys.readouterr().err
         assert "UNAUTHENTICATED" in err and "Traceback" not in err
         assert main([*common, "--token-file", str(token_file.parent / "missing"), "cat"]) == 2
-        assert "auth token file" in capsys.readouterr().err
+        assert "--token-file" in capsys.readouterr().err
+
+
+def test_link_client_and_command_speak_tls_with_a_token(linking_services, certificate, token_file, capsys) -> None:
+    from service.cli import main
+    from service.client import SleuthClient
+
+    cert, key = certificate
+    config = ServerConfig(host="127.0.0.1", port=0, threads=2, tls_cert=cert, tls_key=key, auth_token_file=token_file)
+    text = "Yesterday Michael Jordan visited Paris."
+    with running_server(linking_services, config) as address:
+        with SleuthClient(address, tls_ca=cert, tls_server_name="localhost", token=TOKEN) as client:
+            assert "Michael Jordan" in {m.surface for m in client.link(text).mentions}
+        common = ["link", "--target", address, "--tls-ca", str(cert), "--tls-server-name", "localhost", "--json"]
+        assert main([*common, "--token-file", str(token_file), text]) == 0
+        assert "Michael Jordan" in {row["surface"] for row in json.loads(capsys.readouterr().out)}
+        assert main([*common, text]) == 2
+        err = capsys.readouterr().err
+        assert "UNAUTHENTICATED" in err and err.count("\n") == 1

@@ -64,7 +64,8 @@ def test_eval_search_json_and_run_file(built_index, capsys) -> None:
     ]
     assert main(argv) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert set(metrics) == {"ndcg@10", "recall@100", "mrr@10", "map@100", "queries"}
+    assert set(metrics) == {"ndcg@10", "recall@100", "mrr@10", "map@100", "queries", "missing_queries"}
+    assert metrics["missing_queries"] == 0
     assert metrics["queries"] == 2
     assert metrics["mrr@10"] == pytest.approx(1.0)
     assert read_trec_run(root / "run.trec")["1"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -31,22 +30,6 @@ from tests.linking.conftest import ALIASES, ENTITIES, KEYWORDS
 from tests.linking.test_pipeline import TRAIN
 from tests.service.conftest import running_server
 from tests.service.lifecycle_helpers import free_port
-
-
-@pytest.fixture
-def linking_server(tiny_index, fake_encoder) -> Iterator[str]:
-    from retrieval.pipeline import Searcher
-
-    kb = KnowledgeBase(ENTITIES, ALIASES)
-    linker = EntityLinker(kb, FakeEncoder(KEYWORDS), detector=MentionDetector(load_spacy()))
-    linker.scorer = train_disambiguator(
-        prepare_documents(linker, TRAIN, "tiny"), DisambiguatorConfig(model_type="logistic")
-    )
-    services = Services(
-        searcher=Searcher(tiny_index, fake_encoder), linker=LoadedLinker(linker, "kb@tiny", "linker@tiny")
-    )
-    with running_server(services) as address:
-        yield address
 
 
 def call(address: str, request: linking_pb2.LinkRequest) -> linking_pb2.LinkResponse:
