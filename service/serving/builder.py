@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -239,15 +240,34 @@ async def create_server(config: ServerConfig, services: Services) -> RunningServ
     )
 
 
-async def serve(config: ServerConfig, services: Services) -> None:
-    """Serve until SIGINT or SIGTERM; then refuse new calls and finish in-flight ones."""
+def ready_message(config: ServerConfig, running: RunningServer, seconds: float | None = None) -> str:
+    """The line a server logs once it accepts calls: its address, what it serves and how long it took."""
+    served = ", ".join(running.lifecycle.versions().values())
+    took = f" (started in {seconds:.1f} s)" if seconds is not None else ""
+    return f"ready: serving {served} on {config.host}:{running.port}{took}"
+
+
+async def serve(
+    config: ServerConfig,
+    services: Services,
+    *,
+    started: float | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM (or until ``stop`` is set); then refuse new calls and finish in-flight ones.
+
+    ``started`` (a :func:`time.perf_counter` reading from before loading) makes the ready line say
+    how long start-up took.
+    """
     running = await create_server(config, services)
     await running.start()
-    logger.info("serving on %s:%d", config.host, running.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    seconds = time.perf_counter() - started if started is not None else None
+    logger.info("%s", ready_message(config, running, seconds))
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     logger.info("shutting down (grace %.1f s)", config.grace_seconds)
     await running.health.enter_graceful_shutdown()

@@ -77,9 +77,9 @@ class LifecycleError(ArtifactError):
 
 
 def default_encoder_factory(name: str) -> Encoder:
-    from retrieval.dense import SentenceTransformerEncoder
+    from retrieval import load_encoder
 
-    return SentenceTransformerEncoder(name)
+    return load_encoder(name, "torch")
 
 
 def warm(searcher: Searcher) -> None:
@@ -115,9 +115,9 @@ def load_search_index(path: Path, current: Searcher, encoder_factory: EncoderFac
 
 
 def load_reranker_version(path: Path, current: Searcher) -> Searcher:
-    from retrieval.rerank import load_reranker
+    from retrieval.rerank import LearnedReranker
 
-    return Searcher(current.index, current.encoder, load_reranker(path))
+    return Searcher(current.index, current.encoder, LearnedReranker.load(path))
 
 
 class Lifecycle:
@@ -158,6 +158,15 @@ class Lifecycle:
 
     def served(self) -> list[SlotStatus]:
         return [slot for state in self.states() for slot in state.status()]
+
+    def versions(self) -> dict[str, str]:
+        """The version of each kind served now, by kind (a kind with none, e.g. no reranker, is left out)."""
+        versions = {}
+        for kind, binding in sorted(self._bindings.items()):
+            version = binding.version_of(binding.state.current)
+            if version:
+                versions[kind] = version
+        return versions
 
     # -- operations ------------------------------------------------------------------------
 

@@ -1,15 +1,17 @@
 """The linker a server serves: loaded from a KB and a model, or the demo's, and swapped in place.
 
-``load_linker`` builds it: a KB directory and a model directory when given, else the demo KB
-shipped in ``service/demo/kb`` with a small disambiguator trained at start-up on the demo's own
-documents (``train.jsonl`` there, written by us; no benchmark data). ``swap_kb`` and
-``swap_model`` are the :class:`~service.serving.lifecycle.Lifecycle` loaders of the ``kb`` and
-``linker`` kinds.
+``load_linker`` builds it: a KB directory and a model directory when given (the library's
+:meth:`EntityLinker.open <linking.EntityLinker.open>`), else the demo KB shipped in
+``service/demo/kb`` with a small disambiguator trained at start-up on the demo's own documents
+(``train.jsonl`` there, written by us; no benchmark data) through
+:func:`~linking.train_linker`. ``swap_kb`` and ``swap_model`` are the
+:class:`~service.serving.lifecycle.Lifecycle` loaders of the ``kb`` and ``linker`` kinds.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,18 +20,22 @@ from linking import (
     DisambiguatorConfig,
     EntityLinker,
     KnowledgeBase,
+    LinkerTrainingConfig,
     MentionDetector,
     load_spacy,
-    prepare_documents,
     read_benchmark,
-    train_disambiguator,
+    train_linker,
 )
-from linking.drift import linking_reference
 from retrieval.dense import Encoder
 from retrieval.drift import Histogram, read_reference
 from service.demo import demo_kb_dir
 
 logger = logging.getLogger(__name__)
+
+DEMO_TRAINING = LinkerTrainingConfig(
+    model=DisambiguatorConfig(model_type="logistic"), cross_validate=False, augment=False, drift_sample=20
+)
+"""How the demo model is trained at start-up: the demo's few documents are too few for cross-validation."""
 
 
 @dataclass
@@ -43,33 +49,43 @@ class LoadedLinker:
 
 
 def load_linker(encoder: Encoder, kb_dir: Path | None = None, model_dir: Path | None = None) -> LoadedLinker:
-    """The served linker: ``kb_dir`` + ``model_dir``, or the demo KB with a model trained on the demo documents."""
-    detector = MentionDetector(load_spacy())
-    reference: dict[str, Histogram] = {}
-    demo_kb = demo_kb_dir()
+    """The served linker: ``kb_dir`` + ``model_dir``, or the demo KB with a model trained on the demo documents.
+
+    Logs each phase (KB and entity vectors, model) with its duration.
+    """
+    started = time.perf_counter()
     if kb_dir is not None:
-        kb = KnowledgeBase.load(kb_dir)
-        kb_version = kb.manifest.version if kb.manifest is not None else "kb@unknown"
+        logger.info(
+            "loading KB %s, its entity vectors and the linker model %s", kb_dir, model_dir or "(prior baseline)"
+        )
+        linker = EntityLinker.open(kb_dir, model_dir, encoder)
+        kb_version = linker.kb.manifest.version if linker.kb.manifest is not None else "kb@unknown"
+        model_version = linker.model_version or ("linker@unknown" if model_dir is not None else "prior-baseline")
+        reference = read_reference(Path(model_dir)) if model_dir is not None else {}
     else:
+        demo_kb = demo_kb_dir()
+        logger.info("loading the demo KB and its entity vectors")
         kb = KnowledgeBase.from_files([demo_kb / "entities.jsonl"], [demo_kb / "aliases.tsv"])
         kb_version = f"kb@demo-{kb.content_id}"
-    linker = EntityLinker(kb, encoder, detector=detector)
-    if model_dir is not None:
-        model, manifest = Disambiguator.load(model_dir)
-        linker.scorer = model
-        model_version = manifest.version
-        reference = read_reference(Path(model_dir))
-    elif kb_dir is None:
-        model = train_disambiguator(
-            prepare_documents(linker, read_benchmark(demo_kb / "train.jsonl"), "demo"),
-            DisambiguatorConfig(model_type="logistic"),
-        )
-        linker.scorer = model
-        model_version = "linker@demo"
-        reference = linking_reference(linker, read_benchmark(demo_kb / "train.jsonl"), sample=20)
-    else:
-        model_version = "prior-baseline"
-    logger.info("linking: %s (%d entities), %s", kb_version, len(kb), model_version)
+        linker = EntityLinker.build(kb, encoder, detector=MentionDetector(load_spacy()))
+        if model_dir is not None:
+            model, manifest = Disambiguator.load(model_dir)
+            linker = linker.with_model(model, manifest)
+            model_version = manifest.version
+            reference = read_reference(Path(model_dir))
+        else:
+            logger.info("training the demo linker model on the demo documents")
+            trained = train_linker(linker, [("demo", read_benchmark(demo_kb / "train.jsonl"))], DEMO_TRAINING)
+            linker = trained.linker
+            model_version = "linker@demo"
+            reference = trained.drift_reference
+    logger.info(
+        "linking: %s (%d entities), %s loaded in %.1f s",
+        kb_version,
+        len(linker.kb),
+        model_version,
+        time.perf_counter() - started,
+    )
     return LoadedLinker(linker, kb_version, model_version, reference)
 
 
@@ -77,9 +93,7 @@ def swap_kb(path: Path, current: LoadedLinker) -> LoadedLinker:
     """The current linker on the KB at ``path``: same model, detector and encoder (a KB grows without
     retraining the disambiguator). The KB's entity embeddings are built (or read from cache) here."""
     kb = KnowledgeBase.load(path)
-    old = current.linker
-    linker = EntityLinker(kb, old.encoder, old.scorer, detector=old.detector, config=old.config)
-    linker.link("warm up")  # builds the entity index before the swap, not on the first request
+    linker = current.linker.with_kb(kb)  # builds the entity vectors now, not on the first request
     version = kb.manifest.version if kb.manifest is not None else "kb@unknown"
     return LoadedLinker(linker, version, current.model_version, current.drift_reference)
 
@@ -87,6 +101,5 @@ def swap_kb(path: Path, current: LoadedLinker) -> LoadedLinker:
 def swap_model(path: Path, current: LoadedLinker) -> LoadedLinker:
     """The current linker with the disambiguator model at ``path``."""
     model, manifest = Disambiguator.load(path)
-    old = current.linker
-    linker = EntityLinker(old.kb, old.encoder, model, detector=old.detector, config=old.config)
+    linker = current.linker.with_model(model, manifest)
     return LoadedLinker(linker, current.kb_version, manifest.version, read_reference(path) or current.drift_reference)

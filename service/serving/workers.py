@@ -31,6 +31,7 @@ import multiprocessing.connection
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
@@ -54,10 +55,12 @@ def serve_in_this_process(config: ServerConfig, load: LoadFn = _default_load) ->
     """Set the thread counts, load, warm up and serve until SIGTERM/SIGINT; returns the exit status."""
     from service.serving.builder import serve
 
+    started = time.perf_counter()
     configure_threads(config.torch_threads or default_torch_threads(config.workers), config.faiss_threads)
     services = load(config)
+    logger.info("warming up: a request of each mode, encoder batches of %s", (2, 8, config.batch_max_size))
     warm_up(services.searcher, (2, 8, config.batch_max_size))  # type: ignore[attr-defined]
-    asyncio.run(serve(config, services))  # type: ignore[arg-type]
+    asyncio.run(serve(config, services, started=started))  # type: ignore[arg-type]
     return 0
 
 

@@ -123,7 +123,7 @@ def test_sigterm_stops_every_worker_gracefully(tiny_index, tmp_path: Path) -> No
         address = f"127.0.0.1:{found.group(1)}"
         wait_until_serving(address, process)
         # Both workers must be up before the signal (the second may still be loading).
-        while log.read_text(errors="replace").count("service.serving.builder: serving on") < 2:
+        while log.read_text(errors="replace").count("service.serving.builder: ready: serving") < 2:
             assert time.monotonic() < end and process.poll() is None, log.read_text(errors="replace")
             time.sleep(0.5)
         in_flight_then_sigterm(address, process, markers)
