@@ -31,10 +31,11 @@ import numpy as np  # noqa: E402
 
 from artifacts import Manifest  # noqa: E402
 from retrieval.corpus import load_qrels, load_queries  # noqa: E402
-from retrieval.dense import EmbeddingCache, SentenceTransformerEncoder  # noqa: E402
+from retrieval.dense import EmbeddingCache  # noqa: E402
 from retrieval.index import SearchIndex  # noqa: E402
+from retrieval.onnx_encoder import load_encoder  # noqa: E402
 from retrieval.pipeline import Searcher, SearchRequest  # noqa: E402
-from retrieval.rerank import LearnedReranker, load_reranker  # noqa: E402
+from retrieval.rerank import LearnedReranker  # noqa: E402
 from retrieval.rerank_features import FEATURE_NAMES, RELATIVE_GROUPS, features_of_groups  # noqa: E402
 from retrieval.rerank_training import TrainingConfig, collect_candidates, ndcg_at_10, train_reranker  # noqa: E402
 from scripts.doc_sections import replace_section  # noqa: E402
@@ -95,7 +96,7 @@ def main() -> int:
     for noisy in ("sentence_transformers", "bm25s", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    encoder = SentenceTransformerEncoder()
+    encoder = load_encoder()
     indexes = {
         name: SearchIndex.build(
             args.data / name, args.models / f"index-{name}", encoder, cache=EmbeddingCache(), overwrite=True
@@ -118,7 +119,7 @@ def main() -> int:
                 overwrite=True,
             )
             train_seconds[model_type] = time.perf_counter() - t0
-        models[model_type] = load_reranker(out)
+        models[model_type] = LearnedReranker.load(out)
 
     ablations: dict[str, LearnedReranker] = {}
     if args.ablation:
@@ -135,7 +136,7 @@ def main() -> int:
                     config=TrainingConfig(features=features),
                     overwrite=True,
                 )
-            ablations[group] = load_reranker(out)
+            ablations[group] = LearnedReranker.load(out)
 
     rows: dict[str, dict[str, float]] = {}
     for name, index in indexes.items():

@@ -22,8 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from retrieval.corpus import load_queries  # noqa: E402
-from retrieval.dense import EmbeddingCache, SentenceTransformerEncoder  # noqa: E402
+from retrieval.dense import EmbeddingCache  # noqa: E402
 from retrieval.index import SearchIndex  # noqa: E402
+from retrieval.onnx_encoder import load_encoder  # noqa: E402
 from retrieval.pipeline import Searcher, SearchRequest  # noqa: E402
 from scripts.bench_serving import machine  # noqa: E402
 from scripts.doc_sections import replace_section  # noqa: E402
@@ -59,7 +60,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    encoder = SentenceTransformerEncoder()
+    encoder = load_encoder()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         index = SearchIndex.build(
