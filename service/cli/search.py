@@ -115,19 +115,35 @@ def _fusion(args: argparse.Namespace) -> Any:
     )
 
 
+OPTION_OF_FIELD = {
+    "query": "query",
+    "top_k": "-k/--top-k",
+    "rerank_depth": "--rerank-depth",
+    "fusion.method": "--fusion",
+    "fusion.rrf_k": "--rrf-k",
+    "fusion.alpha": "--alpha",
+    "fusion.normalization": "--normalization",
+    "fusion.depth": "--depth",
+}
+"""The command-line option behind each field a search request validates (its errors name the option)."""
+
+
 def _request(args: argparse.Namespace, query: str, top_k: int) -> Any:
-    """The validated request ``args`` describe (raises ``InvalidRequestError`` naming the field)."""
+    """The validated request ``args`` describe; a bad value raises ``InvalidRequestError`` naming its option."""
     from retrieval.pipeline import SearchRequest
 
     rerank = args.mode == "rerank"
-    return SearchRequest(
-        query=query,
-        top_k=top_k,
-        mode="hybrid" if rerank else args.mode,
-        fusion=_fusion(args),
-        rerank=rerank,
-        rerank_depth=args.rerank_depth,
-    )
+    try:
+        return SearchRequest(
+            query=query,
+            top_k=top_k,
+            mode="hybrid" if rerank else args.mode,
+            fusion=_fusion(args),
+            rerank=rerank,
+            rerank_depth=args.rerank_depth,
+        )
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(OPTION_OF_FIELD.get(exc.field, exc.field), exc.message) from None
 
 
 def _check_local(args: argparse.Namespace, index_dir: Path) -> None:

@@ -114,7 +114,12 @@ BAD_INPUTS = [
     (["search", "--index", "{index}", "cats", "-k", "1001"], ["-k/--top-k", "got 1001"]),
     (["search", "--target", "127.0.0.1:1", "cats", "-k", "0"], ["-k/--top-k", "got 0"]),
     (["search", "--index", "{index}", "cats", "--mode", "rerank"], ["--mode", "needs --reranker"]),
-    (["search", "--index", "{index}", "cats", "--rerank-depth", "0"], ["rerank_depth"]),
+    (["search", "--index", "{index}", "cats", "--rerank-depth", "0"], ["--rerank-depth", "within [1, 1000]"]),
+    (["search", "--index", "{index}", "cats", "--alpha", "2"], ["--alpha", "within [0, 1]"]),
+    (
+        ["eval", "search", "--index", "{index}", "--queries", "{queries}", "--qrels", "{qrels}", "--depth", "0"],
+        ["--depth"],
+    ),
     (["search", "--index", "{index}", "cats", "--mode", "rerank", "--reranker", "{missing}"], ["--reranker"]),
     (["search", "--target", "127.0.0.1:1", "cats", "--token-file", "{missing}"], ["--token-file", "no such file"]),
     (["search", "--target", "127.0.0.1:1", "cats", "--tls-ca", "{missing}"], ["--tls-ca", "no such file"]),
