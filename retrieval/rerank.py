@@ -404,8 +404,3 @@ class LearnedReranker:
             return cls(model, prior_weight, manifest.version, max_query_terms)
         except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
             raise CorruptArtifactError(f"{path}: cannot load {model_type} model: {exc}") from exc
-
-
-def load_reranker(path: str | Path, *, verify: bool = True) -> LearnedReranker:
-    """The former spelling of :meth:`LearnedReranker.load`, kept for callers outside the library."""
-    return LearnedReranker.load(path, verify=verify)

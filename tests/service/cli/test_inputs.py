@@ -27,7 +27,6 @@ def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every loader of a model, KB or index fails the test if a command calls it."""
     import spacy
 
-    import retrieval.dense
     import service.serving.loading
     import service.serving.workers
     from linking import Disambiguator
@@ -43,7 +42,6 @@ def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
         return loader
 
     monkeypatch.setattr(TorchEncoder, "load", refuse("the torch encoder"))
-    monkeypatch.setattr(retrieval.dense, "SentenceTransformerEncoder", refuse("the torch encoder"))
     monkeypatch.setattr(OnnxEncoder, "load", refuse("the ONNX encoder"))
     monkeypatch.setattr(spacy, "load", refuse("spaCy"))
     monkeypatch.setattr(KnowledgeBase, "load", refuse("a KB"))
