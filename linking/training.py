@@ -330,6 +330,7 @@ def cross_validate(
     oof: list[np.ndarray] = [np.zeros(0)] * len(documents)
     detected_oof: list[np.ndarray | None] = [None] * len(detected)
     for fold, (train_idx, test_idx) in enumerate(splits):
+        logger.info("cross-validation: fold %d/%d (%d training documents)", fold + 1, len(splits), len(train_idx))
         part = [documents[i] for i in train_idx]
         held_out = {documents[i].group for i in test_idx}
         extra = [j for j, d in enumerate(detected) if d.group in held_out]
@@ -442,6 +443,7 @@ def leave_one_dataset_out(
     by_dataset: dict[str, float] = {}
     e2e_by_dataset: dict[str, float] = {}
     for held in datasets:
+        logger.info("leave-one-dataset-out: training without %s", held)
         train = [d for d in documents if d.dataset != held]
         scored = [d for d in documents if d.dataset == held and not d.augmented]
         train_detected = [d for d in detected if d.dataset != held]
@@ -580,6 +582,7 @@ def train_linker(
     documents: list[TrainingDocument] = []
     detected: list[TrainingDocument] = []
     for name, originals in pairs:
+        logger.info("preparing %s: %d documents (candidates and features)", name, len(originals))
         documents += prepare_documents(linker, originals, name)
         if config.augment:
             documents += prepare_documents(linker, shorten_person_mentions(originals, linker.kb), name)
