@@ -86,10 +86,18 @@ def tiny_index(tiny_corpus: Path, tmp_path: Path, fake_encoder: FakeEncoder):
     return SearchIndex.build(tiny_corpus, tmp_path / "index", fake_encoder)
 
 
-CACHE_VARIABLES = ("SLEUTH_CACHE_DIR", "SLEUTH_REGISTRY", "XDG_CACHE_HOME", "MPLCONFIGDIR")
+CACHE_VARIABLES = (
+    "SLEUTH_CACHE_DIR",
+    "SLEUTH_REGISTRY",
+    "XDG_CACHE_HOME",
+    "MPLCONFIGDIR",
+    "HYPOTHESIS_STORAGE_DIRECTORY",
+)
 """What points into the session's private directory: the library's cache (embeddings, ONNX graphs, demo
 index), the default model registry, and the per-user cache of third-party libraries (onnxruntime writes
-``$XDG_CACHE_HOME/Microsoft/DeveloperTools`` when imported; matplotlib its font cache)."""
+``$XDG_CACHE_HOME/Microsoft/DeveloperTools`` when imported; matplotlib its font cache; hypothesis its
+example database, which would otherwise be ``./.hypothesis`` in the repository: failing examples are
+therefore not replayed by the next session, only shrunk and reported in this one)."""
 
 
 _PRIVATE_ROOT = pytest.StashKey[Path]()
@@ -109,6 +117,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["SLEUTH_REGISTRY"] = str(root / "registry")
     os.environ["XDG_CACHE_HOME"] = str(root / "xdg-cache")
     os.environ["MPLCONFIGDIR"] = str(root / "matplotlib")
+    os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(root / "hypothesis")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
