@@ -106,6 +106,7 @@ class SearchIndex:
         tokenizer = Tokenizer(tokenizer_config)
         texts = [doc.contents for doc in documents]
         doc_ids = [doc.doc_id for doc in documents]
+        faiss_config.check(encoder.dimension, len(documents))  # before minutes of embedding, not after
 
         logger.info("indexing %d documents with BM25", len(documents))
         t0 = time.perf_counter()
@@ -142,6 +143,7 @@ class SearchIndex:
                         "name": encoder.name,
                         "checksum": encoder.checksum,
                         "dimension": encoder.dimension,
+                        **({"runtime": encoder.runtime} if hasattr(encoder, "runtime") else {}),
                     },
                 },
                 inputs={"corpus": {"path": str(corpus_path), "sha256": corpus_checksum}},
@@ -166,12 +168,17 @@ class SearchIndex:
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True) -> SearchIndex:
-        """Open an index directory. With ``verify``, every file must match its checksum.
+        """Open an index directory (a sharded one too). With ``verify``, every file must match its checksum.
 
         Raises ``ArtifactNotFoundError``, ``CorruptArtifactError`` or
         ``IncompatibleArtifactError`` (from :mod:`artifacts`) with a message naming the problem.
         """
         path = Path(path)
+        manifest = Manifest.read(path, kind=KIND)
+        if "sharding" in manifest.params:
+            from retrieval.sharding import ShardedSearchIndex  # imported here: that module builds on this one
+
+            return ShardedSearchIndex.load(path, verify=verify)
         manifest = Manifest.read(path, kind=KIND, max_format_version=FORMAT_VERSION)
         if verify:
             manifest.verify(path)
