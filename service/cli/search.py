@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,10 +30,20 @@ def register(groups: Any) -> None:
     build.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9)")
     build.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4)")
     build.add_argument("--bm25-method", default="lucene", choices=["lucene", "robertson", "atire", "bm25l", "bm25+"])
-    build.add_argument("--faiss", default="flat", choices=["flat", "hnsw"], help="FAISS index type (default flat)")
+    build.add_argument(
+        "--faiss", default="flat", choices=["flat", "hnsw", "ivfpq"], help="FAISS index type (default flat)"
+    )
     build.add_argument("--hnsw-m", type=int, default=32)
     build.add_argument("--hnsw-ef-construction", type=int, default=200)
     build.add_argument("--hnsw-ef-search", type=int, default=128)
+    build.add_argument("--ivf-nlist", type=int, default=256, help="ivfpq: k-means cells (default 256)")
+    build.add_argument("--ivf-nprobe", type=int, default=16, help="ivfpq: cells searched per query (default 16)")
+    build.add_argument("--pq-m", type=int, default=48, help="ivfpq: codes per vector; divides the dimension")
+    build.add_argument("--pq-nbits", type=int, default=8, help="ivfpq: bits per code (default 8)")
+    build.add_argument(
+        "--shards", type=int, help="split the index by document into N shards (same results as unsharded)"
+    )
+    add_encoder_runtime(build, "onnx", "how documents are embedded")
     build.add_argument("--batch-size", type=int, default=64, help="documents per encoder batch")
     build.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     build.add_argument("--overwrite", action="store_true", help="replace an existing index directory")
@@ -127,34 +138,48 @@ def _request(args: argparse.Namespace, query: str, top_k: int) -> Any:
 
 def run_index_build(args: argparse.Namespace) -> int:
     from retrieval.bm25 import BM25Config
-    from retrieval.dense import EmbeddingCache, FaissConfig, SentenceTransformerEncoder
+    from retrieval.dense import EmbeddingCache, FaissConfig
     from retrieval.index import SearchIndex
+    from retrieval.onnx_encoder import load_encoder
+    from retrieval.sharding import ShardedSearchIndex
 
     bm25_config = BM25Config(k1=args.k1, b=args.b, method=args.bm25_method)
-    faiss_config = FaissConfig(args.faiss, args.hnsw_m, args.hnsw_ef_construction, args.hnsw_ef_search)
+    faiss_config = FaissConfig(
+        args.faiss,
+        args.hnsw_m,
+        args.hnsw_ef_construction,
+        args.hnsw_ef_search,
+        ivf_nlist=args.ivf_nlist,
+        pq_m=args.pq_m,
+        pq_nbits=args.pq_nbits,
+        ivf_nprobe=args.ivf_nprobe,
+    )
     if args.out is not None and args.out.exists() and not args.overwrite:
         raise SearchError(f"{args.out} already exists (add --overwrite to replace it)")
-    encoder = SentenceTransformerEncoder(args.encoder)
-    index, out = registry_cli.publish_build(
-        args,
-        "search-index",
-        lambda out: SearchIndex.build(
-            args.corpus,
-            out,
-            encoder,
-            bm25_config=bm25_config,
-            faiss_config=faiss_config,
-            cache=None if args.no_cache else EmbeddingCache(),
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            show_progress=True,
-        ),
-        args.out,
-    )
+    if args.shards is not None and args.shards < 1:
+        raise SearchError(f"--shards must be at least 1, got {args.shards}")
+    # A build is one process: give the encoder every core.
+    encoder = load_encoder(args.encoder, args.encoder_runtime, threads=os.cpu_count() or 1)
+    options: dict[str, Any] = {
+        "bm25_config": bm25_config,
+        "faiss_config": faiss_config,
+        "cache": None if args.no_cache else EmbeddingCache(),
+        "batch_size": args.batch_size,
+        "overwrite": args.overwrite,
+        "show_progress": True,
+    }
+    if args.shards is None:
+        build = lambda out: SearchIndex.build(args.corpus, out, encoder, **options)  # noqa: E731
+    else:
+        build = lambda out: ShardedSearchIndex.build(args.corpus, out, encoder, shards=args.shards, **options)  # noqa: E731
+    index, out = registry_cli.publish_build(args, "search-index", build, args.out)
     stats = index.manifest.stats
+    seconds = stats["build_seconds"]
+    shards = f", {args.shards} shards" if args.shards is not None else ""
     print(
-        f"built {index.version}: {stats['doc_count']} documents, {stats['vocabulary_size']} terms, "
-        f"{stats['build_seconds']['total']:.1f} s -> {out}"
+        f"built {index.version}: {stats['doc_count']} documents{shards}, {stats['vocabulary_size']} terms, "
+        f"{seconds['total']:.1f} s ({stats['doc_count'] / max(seconds['total'], 1e-9):.1f} docs/s, "
+        f"embedding {seconds['embed']:.1f} s, {getattr(encoder, 'runtime', '?')}) -> {out}"
     )
     return 0
 
