@@ -109,3 +109,30 @@ def test_a_corrupt_shard_is_a_one_line_error(
     assert main(["search", "--index", str(tmp_path / "three"), "cat", "--json"]) == 2
     err = capsys.readouterr().err
     assert "shard shard-002: shard-002/docs.jsonl: checksum mismatch" in err and "Traceback" not in err
+
+
+def test_a_server_over_a_sharded_index_answers_as_over_one_index(
+    fake_models: FakeEncoder, corpus: Path, tmp_path: Path
+) -> None:
+    from retrieval.index import SearchIndex
+    from retrieval.pipeline import Searcher
+    from service.client import SleuthClient
+    from service.server import Services
+    from tests.service.conftest import running_server
+
+    assert _build(corpus, tmp_path / "one") == 0
+    assert _build(corpus, tmp_path / "three", "--shards", "3") == 0
+    answers = {}
+    for name in ("one", "three"):
+        index = SearchIndex.load(tmp_path / name)
+        with (
+            running_server(Services(searcher=Searcher(index, fake_models))) as address,
+            SleuthClient(address) as client,
+        ):
+            answers[name] = [
+                [(h.doc_id, h.score, h.snippet) for h in client.search(q, top_k=10, mode=mode).hits]
+                for q in QUERIES
+                for mode in ("bm25", "dense", "hybrid")
+            ]
+    assert answers["three"] == answers["one"]
+    assert sum(len(hits) for hits in answers["one"]) > 100
