@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,11 @@ class BM25Index:
     @property
     def vocabulary_size(self) -> int:
         return len(self._vocab)
+
+    @property
+    def vocabulary(self) -> Mapping[str, int]:
+        """Term -> vocabulary id (bm25s's empty token included)."""
+        return self._vocab
 
     @classmethod
     def build(

@@ -262,8 +262,11 @@ class ShardedSearchIndex(SearchIndex):
         return cls(documents, list(shards), manifest, path, tokenizer=tokenizer, vocabulary=statistics.vocabulary)
 
     @classmethod
-    def load(cls, path: str | Path, *, verify: bool = True) -> ShardedSearchIndex:
+    def load(cls, path: str | Path, *, verify: bool = True, scatter: Scatter = sequential) -> ShardedSearchIndex:
         """Open a sharded index directory. With ``verify``, every file must match its checksum.
+
+        ``scatter`` runs the per-shard calls of every search (:func:`retrieval.shards.concurrent`
+        runs them at once).
 
         Raises ``ArtifactNotFoundError`` or ``CorruptArtifactError`` naming the shard (missing
         directory, a file that fails its checksum, a shard manifest the parent does not list).
@@ -304,8 +307,10 @@ class ShardedSearchIndex(SearchIndex):
             reference = read_reference(path)
         except (OSError, ValueError, KeyError) as exc:
             raise CorruptArtifactError(f"{path}: cannot read the drift reference: {exc}") from exc
-        vocabulary = {term: i for term, i in first._vocab.items() if term}
-        index = cls(documents, list(shards), manifest, path, tokenizer=first.tokenizer, vocabulary=vocabulary)
+        vocabulary = {term: i for term, i in first.vocabulary.items() if term}
+        index = cls(
+            documents, list(shards), manifest, path, tokenizer=first.tokenizer, vocabulary=vocabulary, scatter=scatter
+        )
         index.drift_reference = reference
         return index
 

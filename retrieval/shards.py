@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -147,12 +148,22 @@ def merge_hits(lists: Sequence[Sequence[Hit]], k: int, position: Mapping[str, in
 def sequential(function: Callable[[IndexShard], T], shards: Sequence[IndexShard]) -> list[T]:
     """Call ``function`` on every shard in turn: the scatter of in-process shards.
 
-    A remote layer passes its own scatter, which starts every shard's call before waiting for any.
+    Shards that answer from elsewhere (blocking calls to remote actors) want :func:`concurrent`,
+    which has every shard working at once.
     """
     return [function(shard) for shard in shards]
 
 
-Scatter = Callable[[Callable[[IndexShard], T], Sequence[IndexShard]], list[T]]
+def concurrent(executor: Executor) -> Scatter:
+    """A scatter that runs the shards' calls on ``executor`` at once and returns them in shard order."""
+
+    def scatter(function: Callable[[IndexShard], T], shards: Sequence[IndexShard]) -> list[T]:
+        return list(executor.map(function, shards))
+
+    return scatter
+
+
+Scatter = Callable[[Callable[[IndexShard], Any], Sequence[IndexShard]], list[Any]]
 
 
 class _ShardRanges:

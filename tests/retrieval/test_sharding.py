@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher, SearchRequest
 from retrieval.rerank_features import candidate_features
 from retrieval.sharding import ShardedSearchIndex, partition
-from retrieval.shards import IndexShard, LocalShard
+from retrieval.shards import IndexShard, LocalShard, concurrent
 from retrieval.tokenization import Tokenizer
 from tests.conftest import TINY_KEYWORDS, FakeEncoder
 
@@ -274,3 +275,13 @@ def test_local_shard_implements_the_shard_interface(sharded: dict[int, SearchInd
     assert isinstance(shard, LocalShard) and isinstance(shard, IndexShard)
     hits = shard.bm25_top(["cat"], 5)
     assert hits and {h.doc_id for h in hits} <= set(shard.bm25.doc_ids)
+
+
+def test_a_concurrent_scatter_gives_the_same_results(
+    sharded: dict[int, SearchIndex], unsharded: SearchIndex, encoder: FakeEncoder
+) -> None:
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        index = ShardedSearchIndex.load(sharded[3].path, scatter=concurrent(pool))
+        for query in QUERIES:
+            request = SearchRequest(query, top_k=15, mode="hybrid")
+            assert _ranking(index, encoder, request) == _ranking(unsharded, encoder, request)

@@ -136,3 +136,17 @@ def test_a_server_over_a_sharded_index_answers_as_over_one_index(
             ]
     assert answers["three"] == answers["one"]
     assert sum(len(hits) for hits in answers["one"]) > 100
+
+
+def test_a_sharded_build_publishes_into_the_registry(
+    fake_models: FakeEncoder, corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "registry"
+    argv = ["index", "build", "--corpus", str(corpus), "--no-cache", "--shards", "2"]
+    assert main([*argv, "--registry", str(registry), "--activate"]) == 0
+    capsys.readouterr()
+    (tmp_path / "queries.jsonl").write_text('{"_id": "1", "text": "wild wolf packs"}\n')
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n1\td20\t1\n")
+    argv = ["eval", "search", "--registry", str(registry), "--queries", str(tmp_path / "queries.jsonl")]
+    assert main([*argv, "--qrels", str(tmp_path / "qrels.tsv"), "--mode", "bm25", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["queries"] == 1
