@@ -139,13 +139,20 @@ class FaissConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.index_type != "ivfpq":
+            # Leave the ivfpq parameters out of flat and hnsw manifests: they mean nothing there, and
+            # without them the manifest stays readable by code that predates ivfpq.
+            for name in IVFPQ_FIELDS:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaissConfig:
         return cls(**data)
 
 
+IVFPQ_FIELDS = ("ivf_nlist", "pq_m", "pq_nbits", "ivf_nprobe")
 FAISS_TYPES = ("flat", "hnsw", "ivfpq")
 
 

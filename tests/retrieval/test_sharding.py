@@ -285,3 +285,10 @@ def test_a_concurrent_scatter_gives_the_same_results(
         for query in QUERIES:
             request = SearchRequest(query, top_k=15, mode="hybrid")
             assert _ranking(index, encoder, request) == _ranking(unsharded, encoder, request)
+
+
+def test_faiss_config_round_trips_and_keeps_ivfpq_keys_out_of_other_types() -> None:
+    for config in (FaissConfig(), FaissConfig("hnsw", hnsw_m=16), FaissConfig("ivfpq", ivf_nlist=8, pq_m=4)):
+        assert FaissConfig.from_dict(config.to_dict()) == config
+    assert "ivf_nlist" not in FaissConfig("hnsw").to_dict()  # readable by code that predates ivfpq
+    assert FaissConfig("ivfpq", ivf_nprobe=3).to_dict()["ivf_nprobe"] == 3
