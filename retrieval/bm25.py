@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,11 @@ class BM25Index:
     def vocabulary_size(self) -> int:
         return len(self._vocab)
 
+    @property
+    def vocabulary(self) -> Mapping[str, int]:
+        """Term -> vocabulary id (bm25s's empty token included)."""
+        return self._vocab
+
     @classmethod
     def build(
         cls,
@@ -99,12 +104,18 @@ class BM25Index:
 
     def query_term_ids(self, query: str) -> np.ndarray:
         """Vocabulary ids of the query's terms (repeats kept, unknown terms dropped)."""
+        return self.term_ids(self.tokenizer.tokenize(query))
+
+    def term_ids(self, tokens: Sequence[str]) -> np.ndarray:
+        """Vocabulary ids of already analyzed tokens (repeats kept, unknown terms dropped)."""
         vocab = self._vocab
-        return np.fromiter((vocab[t] for t in self.tokenizer.tokenize(query) if t in vocab), dtype=np.int32)
+        return np.fromiter((vocab[t] for t in tokens if t in vocab), dtype=np.int32)
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every document for ``query`` (zeros where no term matches)."""
-        ids = self.query_term_ids(query)
+        return self._scores_of_ids(self.query_term_ids(query))
+
+    def _scores_of_ids(self, ids: np.ndarray) -> np.ndarray:
         if ids.size == 0:
             return np.zeros(len(self.doc_ids), dtype=np.float32)
         return self._model.get_scores_from_ids(ids)
@@ -142,13 +153,25 @@ class BM25Index:
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         """The top ``k`` documents that match at least one query term, best first."""
-        scores = self.scores(query)
+        return self.search_tokens(self.tokenizer.tokenize(query), k)
+
+    def search_tokens(self, tokens: Sequence[str], k: int = 10) -> list[Hit]:
+        """As :meth:`search`, for a query already analyzed into ``tokens``.
+
+        The order is total: score descending, then index position. Documents tied with the k-th
+        score are cut by position too, so an index split into shards of consecutive documents
+        returns exactly the same list once the shards' lists are merged by (score, position).
+        """
+        scores = self._scores_of_ids(self.term_ids(tokens))
         matching = np.flatnonzero(scores > 0)
         if matching.size == 0:
             return []
         if matching.size > k:
-            top = np.argpartition(-scores[matching], k - 1)[:k]
-            matching = matching[top]
+            matched = scores[matching]
+            kth = np.partition(matched, matching.size - k)[matching.size - k]
+            better = matching[matched > kth]
+            tied = matching[matched == kth]  # ascending positions: keep the first
+            matching = np.concatenate([better, tied[: k - better.size]])
         # Sort by score descending; ties by position, so results are deterministic.
         order = np.lexsort((matching, -scores[matching]))
         doc_ids = self.doc_ids

@@ -1,9 +1,13 @@
 """Dense retrieval: a sentence-transformers encoder and a FAISS index over normalized embeddings.
 
-Embeddings are L2-normalized, so inner product is cosine similarity. Two FAISS index types:
+Embeddings are L2-normalized, so inner product is cosine similarity. Three FAISS index types:
 ``flat`` (exact inner product; the default, right for corpora up to a few hundred thousand
-documents) and ``hnsw`` (graph search, approximate, for large corpora; parameters ``M``,
-``efConstruction``, ``efSearch`` go to the manifest).
+documents), ``hnsw`` (graph search, approximate, for large corpora; parameters ``M``,
+``efConstruction``, ``efSearch`` go to the manifest) and ``ivfpq`` (an inverted file of ``nlist``
+k-means cells whose vectors are product-quantized into ``m`` codes of ``nbits`` bits; ``nprobe``
+cells are searched; Jegou, Douze & Schmid, "Product Quantization for Nearest Neighbor Search",
+TPAMI 2011). ivfpq is trained on the vectors it indexes and needs at least
+``max(nlist, 2 ** nbits)`` of them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import faiss
 import numpy as np
 
 from artifacts import sha256_bytes, sha256_tree
+from retrieval.errors import IndexBuildError
 from retrieval.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -128,17 +133,56 @@ def SentenceTransformerEncoder(  # a function now: the class this name used to b
 class FaissConfig:
     """FAISS index type and parameters (recorded in the manifest)."""
 
-    index_type: str = "flat"  # "flat" (exact inner product) or "hnsw"
+    index_type: str = "flat"  # "flat" (exact inner product), "hnsw" or "ivfpq"
     hnsw_m: int = 32
     hnsw_ef_construction: int = 200
     hnsw_ef_search: int = 128
+    ivf_nlist: int = 256
+    pq_m: int = 48
+    pq_nbits: int = 8
+    ivf_nprobe: int = 16
+
+    @property
+    def min_training_vectors(self) -> int:
+        """How many vectors an ivfpq index needs to train (k-means of the cells and of the codes)."""
+        return max(self.ivf_nlist, 2**self.pq_nbits) if self.index_type == "ivfpq" else 0
+
+    def check(self, dimension: int, count: int, where: str = "the corpus") -> None:
+        """Raise :class:`IndexBuildError` naming the problem if this index cannot be built on ``count`` vectors."""
+        if self.index_type not in FAISS_TYPES:
+            raise IndexBuildError(f"unknown FAISS index type {self.index_type!r} (choose {', '.join(FAISS_TYPES)})")
+        if self.index_type != "ivfpq":
+            return
+        if self.ivf_nlist < 1 or self.ivf_nprobe < 1 or not (1 <= self.pq_nbits <= 16) or self.pq_m < 1:
+            raise IndexBuildError(
+                f"ivfpq needs nlist >= 1, nprobe >= 1, m >= 1 and 1 <= nbits <= 16 (got nlist {self.ivf_nlist}, "
+                f"nprobe {self.ivf_nprobe}, m {self.pq_m}, nbits {self.pq_nbits})"
+            )
+        if dimension % self.pq_m:
+            raise IndexBuildError(f"ivfpq: m={self.pq_m} does not divide the vector dimension {dimension}")
+        if count < self.min_training_vectors:
+            raise IndexBuildError(
+                f"ivfpq cannot train on {where}: {count} vectors, it needs at least {self.min_training_vectors} "
+                f"(max of nlist={self.ivf_nlist} and 2**nbits={2**self.pq_nbits}); lower --ivf-nlist/--pq-nbits "
+                "or use flat"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.index_type != "ivfpq":
+            # Leave the ivfpq parameters out of flat and hnsw manifests: they mean nothing there, and
+            # without them the manifest stays readable by code that predates ivfpq.
+            for name in IVFPQ_FIELDS:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaissConfig:
         return cls(**data)
+
+
+IVFPQ_FIELDS = ("ivf_nlist", "pq_m", "pq_nbits", "ivf_nprobe")
+FAISS_TYPES = ("flat", "hnsw", "ivfpq")
 
 
 class DenseIndex:
@@ -166,6 +210,7 @@ class DenseIndex:
         config = config or FaissConfig()
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         dim = embeddings.shape[1]
+        config.check(dim, embeddings.shape[0])
         if config.index_type == "flat":
             index: faiss.Index = faiss.IndexFlatIP(dim)
         elif config.index_type == "hnsw":
@@ -173,26 +218,44 @@ class DenseIndex:
             index.hnsw.efConstruction = config.hnsw_ef_construction
             index.hnsw.efSearch = config.hnsw_ef_search
         else:
-            raise ValueError(f"unknown FAISS index type {config.index_type!r} (choose flat or hnsw)")
+            quantizer = faiss.IndexFlatIP(dim)
+            index = faiss.IndexIVFPQ(
+                quantizer, dim, config.ivf_nlist, config.pq_m, config.pq_nbits, faiss.METRIC_INNER_PRODUCT
+            )
+            index.train(embeddings)  # k-means with FAISS's fixed seed: the same vectors give the same index
+            index.nprobe = config.ivf_nprobe
         index.add(embeddings)
+        if config.index_type == "ivfpq":
+            index.make_direct_map()  # type: ignore[attr-defined]  # ``vectors`` reconstructs documents by position
         return cls(index, list(doc_ids), config)
 
     def search(self, query_vectors: np.ndarray, k: int) -> list[list[Hit]]:
-        """Top-``k`` documents by inner product for each query vector."""
+        """Top-``k`` documents by inner product for each query vector.
+
+        The order is total: score descending, then index position, also for documents tied with
+        the k-th score (FAISS keeps an arbitrary one of them). One more result than asked is
+        fetched, and more while the cut falls inside a run of equal scores, so the lowest positions
+        win; shards of consecutive documents then merge to exactly the unsharded list.
+        """
         query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
         if query_vectors.ndim == 1:
             query_vectors = query_vectors[None, :]
-        k = min(k, len(self.doc_ids))
-        scores, positions = self._index.search(query_vectors, k)
+        total = len(self.doc_ids)
+        k = min(k, total)
+        if k <= 0:
+            return [[] for _ in range(len(query_vectors))]
+        fetch = min(k + 1, total)
+        while True:
+            scores, positions = self._index.search(query_vectors, fetch)
+            if fetch >= total or not _tie_at_cut(scores, positions, k):
+                break
+            fetch = min(2 * fetch, total)
         results = []
         for row_scores, row_positions in zip(scores, positions, strict=True):
-            results.append(
-                [
-                    Hit(self.doc_ids[pos], float(score))
-                    for score, pos in zip(row_scores, row_positions, strict=True)
-                    if pos >= 0
-                ]
-            )
+            valid = row_positions >= 0
+            row_scores, row_positions = row_scores[valid], row_positions[valid]
+            order = np.lexsort((row_positions, -row_scores))[:k]
+            results.append([Hit(self.doc_ids[row_positions[i]], float(row_scores[i])) for i in order])
         return results
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:
@@ -211,7 +274,17 @@ class DenseIndex:
         if config.index_type == "hnsw":
             # read_index returns the concrete IndexHNSWFlat; faiss's stubs only know the base Index
             index.hnsw.efSearch = config.hnsw_ef_search  # type: ignore[attr-defined]
+        elif config.index_type == "ivfpq":
+            index.nprobe = config.ivf_nprobe  # type: ignore[attr-defined]  # the concrete IndexIVFPQ
+            index.make_direct_map()  # type: ignore[attr-defined]
         return cls(index, doc_ids, config)
+
+
+def _tie_at_cut(scores: np.ndarray, positions: np.ndarray, k: int) -> bool:
+    """Whether any row's k-th and (k+1)-th results (both real) have the same score."""
+    if scores.shape[1] <= k:
+        return False
+    return bool(np.any((positions[:, k] >= 0) & (scores[:, k - 1] == scores[:, k])))
 
 
 def default_cache_dir() -> Path:

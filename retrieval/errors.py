@@ -18,3 +18,7 @@ class InvalidRequestError(SearchError, ValueError):
 
 class DataFormatError(SearchError, ValueError):
     """An input file (corpus, queries, qrels, run) is malformed; the message names file and line."""
+
+
+class IndexBuildError(SearchError, ValueError):
+    """An index cannot be built as asked (shard count, FAISS parameters against the corpus size)."""

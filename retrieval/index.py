@@ -52,6 +52,19 @@ FORMAT_VERSION = 1
 DOCS_FILE = "docs.jsonl"
 
 
+def zero_empty_rows(documents: list[Document], embeddings: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """``embeddings`` with the rows of empty documents set to zero, and those rows' positions.
+
+    An encoder still embeds "" (as its special tokens alone): a generic vector that sits close to
+    many queries. A zero vector has no similarity to anything.
+    """
+    empty_rows = [i for i, doc in enumerate(documents) if doc.is_empty]
+    if empty_rows:
+        embeddings = np.array(embeddings, dtype=np.float32, copy=True)
+        embeddings[empty_rows] = 0.0
+    return embeddings, empty_rows
+
+
 class SearchIndex:
     """The documents and both retrieval indexes of one corpus, as built together."""
 
@@ -120,6 +133,7 @@ class SearchIndex:
         tokenizer = Tokenizer(tokenizer_config)
         texts = [doc.contents for doc in documents]
         doc_ids = [doc.doc_id for doc in documents]
+        faiss_config.check(encoder.dimension, len(documents))  # before minutes of embedding, not after
 
         logger.info("indexing %d documents with BM25", len(documents))
         t0 = time.perf_counter()
@@ -132,12 +146,7 @@ class SearchIndex:
             encoder, texts, corpus_checksum, cache=cache, batch_size=batch_size, show_progress=show_progress
         )
         embed_seconds = time.perf_counter() - t0
-        empty_rows = [i for i, doc in enumerate(documents) if doc.is_empty]
-        if empty_rows:
-            # An encoder still embeds "" (as its special tokens alone): a generic vector that sits
-            # close to many queries. A zero vector has no similarity to anything.
-            embeddings = np.array(embeddings, dtype=np.float32, copy=True)
-            embeddings[empty_rows] = 0.0
+        embeddings, empty_rows = zero_empty_rows(documents, embeddings)
         dense = DenseIndex.build(embeddings, doc_ids, faiss_config)
         reference = drift_reference(documents, bm25, dense, encoder)
 
@@ -162,6 +171,7 @@ class SearchIndex:
                         "name": encoder.name,
                         "checksum": encoder.checksum,
                         "dimension": encoder.dimension,
+                        **({"runtime": encoder.runtime} if hasattr(encoder, "runtime") else {}),
                     },
                 },
                 inputs={"corpus": {"path": str(corpus_path), "sha256": corpus_checksum}},
@@ -187,12 +197,17 @@ class SearchIndex:
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True) -> SearchIndex:
-        """Open an index directory. With ``verify``, every file must match its checksum.
+        """Open an index directory (a sharded one too). With ``verify``, every file must match its checksum.
 
         Raises ``ArtifactNotFoundError``, ``CorruptArtifactError`` or
         ``IncompatibleArtifactError`` (from :mod:`artifacts`) with a message naming the problem.
         """
         path = Path(path)
+        manifest = Manifest.read(path, kind=KIND)
+        if "sharding" in manifest.params:
+            from retrieval.sharding import ShardedSearchIndex  # imported here: that module builds on this one
+
+            return ShardedSearchIndex.load(path, verify=verify)
         manifest = Manifest.read(path, kind=KIND, max_format_version=FORMAT_VERSION)
         if verify:
             manifest.verify(path)

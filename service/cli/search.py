@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,10 +50,21 @@ def register(groups: Any) -> None:
     build.add_argument("--k1", type=float, default=0.9, help="BM25 term-frequency saturation k1")
     build.add_argument("--b", type=float, default=0.4, help="BM25 document-length normalization b")
     build.add_argument("--bm25-method", default="lucene", choices=BM25_METHODS, help="BM25 variant (bm25s)")
-    build.add_argument("--faiss", default="flat", choices=["flat", "hnsw"], help="FAISS index type")
+    build.add_argument("--faiss", default="flat", choices=["flat", "hnsw", "ivfpq"], help="FAISS index type")
     build.add_argument("--hnsw-m", type=positive_int, default=32, help="hnsw: neighbours per node")
     build.add_argument("--hnsw-ef-construction", type=positive_int, default=200, help="hnsw: build-time beam width")
     build.add_argument("--hnsw-ef-search", type=positive_int, default=128, help="hnsw: query-time beam width")
+    build.add_argument("--ivf-nlist", type=positive_int, default=256, help="ivfpq: k-means cells")
+    build.add_argument("--ivf-nprobe", type=positive_int, default=16, help="ivfpq: cells searched per query")
+    build.add_argument("--pq-m", type=positive_int, default=48, help="ivfpq: codes per vector; divides the dimension")
+    build.add_argument("--pq-nbits", type=positive_int, default=8, help="ivfpq: bits per code")
+    build.add_argument(
+        "--shards",
+        type=positive_int,
+        default=None,
+        help="split the index by document into N shards (same results as unsharded; default: one index)",
+    )
+    add_encoder_runtime(build, "onnx", "how documents are embedded")
     build.add_argument("--batch-size", type=positive_int, default=64, help="documents per encoder batch")
     build.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     build.add_argument(
@@ -173,38 +185,51 @@ def run_index_build(args: argparse.Namespace) -> int:
     from retrieval.corpus import iter_corpus
     from retrieval.dense import EmbeddingCache, FaissConfig
     from retrieval.index import SearchIndex
+    from retrieval.sharding import ShardedSearchIndex
 
     bm25_config = BM25Config(k1=args.k1, b=args.b, method=args.bm25_method)
-    faiss_config = FaissConfig(args.faiss, args.hnsw_m, args.hnsw_ef_construction, args.hnsw_ef_search)
+    faiss_config = FaissConfig(
+        args.faiss,
+        args.hnsw_m,
+        args.hnsw_ef_construction,
+        args.hnsw_ef_search,
+        ivf_nlist=args.ivf_nlist,
+        pq_m=args.pq_m,
+        pq_nbits=args.pq_nbits,
+        ivf_nprobe=args.ivf_nprobe,
+    )
     check_new_directory(args.out, args.overwrite)
     # A bad line (bytes that are not UTF-8, a missing field, a duplicate id) fails here, in a second,
     # instead of after the encoder has loaded; the build reads the file again (cheap next to embedding).
     documents = sum(1 for _ in iter_corpus(args.corpus, strict=args.strict))
-    logger.info("%s: %d documents read; loading encoder %s", args.corpus, documents, args.encoder)
-    encoder = load_encoder(args.encoder, "torch")
-    index, out = registry_cli.publish_build(
-        args,
-        "search-index",
-        lambda out: SearchIndex.build(
-            args.corpus,
-            out,
-            encoder,
-            bm25_config=bm25_config,
-            faiss_config=faiss_config,
-            cache=None if args.no_cache else EmbeddingCache(),
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            show_progress=True,
-            strict=args.strict,
-        ),
-        args.out,
+    logger.info(
+        "%s: %d documents read; loading encoder %s (%s)", args.corpus, documents, args.encoder, args.encoder_runtime
     )
+    # A build is one process: give the encoder every core.
+    encoder = load_encoder(args.encoder, args.encoder_runtime, threads=os.cpu_count() or 1)
+    options: dict[str, Any] = {
+        "bm25_config": bm25_config,
+        "faiss_config": faiss_config,
+        "cache": None if args.no_cache else EmbeddingCache(),
+        "batch_size": args.batch_size,
+        "overwrite": args.overwrite,
+        "show_progress": True,
+        "strict": args.strict,
+    }
+    if args.shards is None:
+        build = lambda out: SearchIndex.build(args.corpus, out, encoder, **options)  # noqa: E731
+    else:
+        build = lambda out: ShardedSearchIndex.build(args.corpus, out, encoder, shards=args.shards, **options)  # noqa: E731
+    index, out = registry_cli.publish_build(args, "search-index", build, args.out)
     stats = index.manifest.stats
+    seconds = stats["build_seconds"]
     empty = stats.get("empty_documents", 0)
     note = f" ({empty} empty: indexed, never retrieved)" if empty else ""
+    shards = f", {args.shards} shards" if args.shards is not None else ""
     print(
-        f"built {index.version}: {stats['doc_count']} documents{note}, {stats['vocabulary_size']} terms, "
-        f"{stats['build_seconds']['total']:.1f} s -> {out}"
+        f"built {index.version}: {stats['doc_count']} documents{note}{shards}, {stats['vocabulary_size']} terms, "
+        f"{seconds['total']:.1f} s ({stats['doc_count'] / max(seconds['total'], 1e-9):.1f} docs/s, "
+        f"embedding {seconds['embed']:.1f} s, {getattr(encoder, 'runtime', '?')}) -> {out}"
     )
     return 0
 

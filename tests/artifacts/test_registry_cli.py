@@ -25,6 +25,8 @@ def fake_models(monkeypatch) -> None:
     import retrieval.dense
 
     monkeypatch.setattr(retrieval.dense, "SentenceTransformerEncoder", lambda *a, **k: FakeEncoder(TINY_KEYWORDS))
+    # index build embeds with the ONNX runtime by default
+    monkeypatch.setattr("retrieval.onnx_encoder.OnnxEncoder.load", lambda *a, **k: FakeEncoder(TINY_KEYWORDS))
 
 
 @pytest.fixture
