@@ -294,9 +294,7 @@ def test_faiss_config_round_trips_and_keeps_ivfpq_keys_out_of_other_types() -> N
     assert FaissConfig("ivfpq", ivf_nprobe=3).to_dict()["ivf_nprobe"] == 3
 
 
-def test_empty_documents_are_indexed_as_unsharded_and_refused_with_strict(
-    encoder: FakeEncoder, tmp_path: Path
-) -> None:
+def test_empty_documents_are_indexed_as_unsharded_and_refused_with_strict(encoder: FakeEncoder, tmp_path: Path) -> None:
     docs = medium_docs()
     docs[5] = {"_id": docs[5]["_id"], "title": "", "text": ""}
     path = tmp_path / "corpus.jsonl"
