@@ -114,9 +114,7 @@ class SearchIndex:
 
         logger.info("embedding %d documents with %s", len(documents), encoder.name)
         t0 = time.perf_counter()
-        embeddings = embed_documents(
-            encoder, texts, corpus_checksum, cache=cache, batch_size=batch_size, show_progress=show_progress
-        )
+        embeddings = embed_documents(encoder, texts, cache=cache, batch_size=batch_size, show_progress=show_progress)
         embed_seconds = time.perf_counter() - t0
         dense = DenseIndex.build(embeddings, doc_ids, faiss_config)
         reference = drift_reference(documents, bm25, dense, encoder)

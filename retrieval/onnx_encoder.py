@@ -14,8 +14,15 @@ agree to a cosine of 0.9999, an int8 graph to 0.95, or the encoder refuses to st
 (:class:`EncoderRuntimeError`): a wrong export must never serve silently.
 
 The weights checksum is the torch encoder's, so an index built with the torch encoder accepts
-this one for its queries (same weights, another runtime); ``cache_key`` differs, so document
-embeddings computed by one runtime are never read back as another's.
+this one for its queries (same weights, another runtime).
+
+Cached document vectors (a corpus, the KB's entities): the float32 graph shares the torch
+encoder's ``cache_key`` and hands document embedding to the torch reference
+(:meth:`OnnxEncoder.document_encoder`). Its own vectors agree with torch's to a cosine of 0.99999,
+but a disambiguator trained on features of them is a different model (the last bits move its
+splits), so a cache entry must have one content whichever runtime fills it first: the torch one.
+Serving after training then reads the entities the training run embedded instead of embedding
+them again. The int8 graph's vectors differ more (cosine ~0.993) and are its own cache entry.
 
 Example:
     >>> encoder = OnnxEncoder(quantize=True)  # doctest: +SKIP
@@ -34,7 +41,13 @@ from typing import Any
 import numpy as np
 
 from artifacts import sha256_bytes
-from retrieval.dense import DEFAULT_ENCODER, SentenceTransformerEncoder, default_cache_dir
+from retrieval.dense import (
+    DEFAULT_ENCODER,
+    SentenceTransformerEncoder,
+    default_cache_dir,
+    torch_versions,
+    vector_cache_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +123,14 @@ class OnnxEncoder:
         self.checksum = reference.checksum
         self.dimension = reference.dimension
         self.runtime = "onnx-int8" if quantize else "onnx"
-        self.cache_key = f"{reference.checksum}-{self.runtime}"
+        self.precision = "int8" if quantize else "float32"
+        self._name_or_path = name_or_path
+        self._documents: SentenceTransformerEncoder | None = None
+        if quantize:
+            libraries = f"{torch_versions()};ort={ort.__version__};opset={OPSET};max_seq_length={model.max_seq_length}"
+            self.cache_key = vector_cache_key(reference.checksum, self.precision, libraries)
+        else:
+            self.cache_key = reference.cache_key  # documents are embedded by the torch reference
         self._pooling = _pooling_mode(model)
         self._tokenizer = model.tokenizer
         self._max_length = int(model.max_seq_length)
@@ -194,6 +214,18 @@ class OnnxEncoder:
             )
 
     # -- encoding -------------------------------------------------------------------------------
+
+    def document_encoder(self) -> Any:
+        """The encoder whose vectors fill this runtime's document cache entries.
+
+        float32: the torch reference (loaded on first use, i.e. only on a cache miss), so that the
+        entry has the same content as the torch encoder's; int8: this graph.
+        """
+        if self.precision != "float32":
+            return self
+        if self._documents is None:
+            self._documents = SentenceTransformerEncoder(self._name_or_path)
+        return self._documents
 
     def _tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
         tokens = self._tokenizer(texts, padding=True, truncation=True, max_length=self._max_length, return_tensors="np")

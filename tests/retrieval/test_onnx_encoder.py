@@ -71,15 +71,24 @@ def test_int8_vectors_are_close_and_rank_scifact_as_well(real_encoder, int8_enco
     assert abs(ndcg["int8"] - ndcg["torch"]) < 0.01, ndcg
 
 
-def test_runtimes_cache_document_embeddings_apart(real_encoder, onnx_encoder, tmp_path: Path) -> None:
+def test_float32_runtimes_share_one_document_entry_and_int8_has_its_own(
+    real_encoder, onnx_encoder, int8_encoder, tmp_path: Path
+) -> None:
     cache = EmbeddingCache(tmp_path)
     texts = ["first document", "second document"]
-    embed_documents(real_encoder, texts, "corpus-sum", cache=cache)
-    assert cache.get(onnx_encoder.cache_key, "corpus-sum", 2) is None
-    embed_documents(onnx_encoder, texts, "corpus-sum", cache=cache)
-    assert sorted(p.name.split("-corpus")[0] for p in tmp_path.glob("*.npy")) == sorted(
-        [real_encoder.cache_key, onnx_encoder.cache_key]
-    )
+    torch_vectors = embed_documents(real_encoder, texts, cache=cache)
+    # the float32 graph reads the torch entry: one content whichever float32 runtime came first
+    assert onnx_encoder.cache_key == real_encoder.cache_key
+    np.testing.assert_array_equal(embed_documents(onnx_encoder, texts, cache=cache), torch_vectors)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+    int8_vectors = embed_documents(int8_encoder, texts, cache=cache)
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not np.array_equal(int8_vectors, torch_vectors)
+
+
+def test_a_cold_float32_graph_fills_the_entry_with_torch_vectors(real_encoder, onnx_encoder, tmp_path: Path) -> None:
+    texts = ["aspirin lowers the risk of heart attacks", "a"]
+    from_onnx = embed_documents(onnx_encoder, texts, cache=EmbeddingCache(tmp_path / "a"))
+    np.testing.assert_array_equal(from_onnx, embed_documents(real_encoder, texts, cache=EmbeddingCache(tmp_path / "b")))
 
 
 def test_a_damaged_cached_graph_is_exported_again(real_encoder, tmp_path: Path) -> None:
