@@ -220,7 +220,8 @@ def main() -> int:
     assert kb.manifest is not None
     table = [
         "By encoder runtime (`--encoder-runtime`; contexts encoded by that runtime; entity vectors by torch for the "
-        "float32 runtimes, by the int8 graph for onnx-int8; the model is the same). NER and encoding columns: seconds over the 20 msnbc documents for each stage alone:",
+        "float32 runtimes, by the int8 graph for onnx-int8; the model is the same). NER and encoding columns: "
+        "seconds over the 20 msnbc documents for each stage alone:",
         "",
         *runtime_table(measured),
     ]
