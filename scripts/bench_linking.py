@@ -1,4 +1,4 @@
-"""Entity-linking quality and throughput table (issue 7).
+"""Entity-linking quality and throughput table.
 
     .venv/bin/python scripts/bench_linking.py --kb KB_DIR --model MODEL_DIR [--write-docs]
 
@@ -114,7 +114,7 @@ def render(
     cv_sets = ", ".join(f"{k} {v:.3f}" for k, v in sorted(cv.get("cv_f1_by_dataset", {}).items()))
     return "\n".join(
         [
-            "## Entity linking (issue 7)",
+            "## Entity linking",
             "",
             f"KB `{kb.version}` (shared closed KB, {kb.stats.get('entities')} entities), model `{model.version}` "
             f"(LightGBM {settings.get('objective', 'binary')}, "
