@@ -198,11 +198,11 @@ class DenseIndex:
 
 
 def torch_versions() -> str:
-    """The versions of the libraries that compute torch vectors (they move the last bits of a vector)."""
+    """The versions of the libraries that tokenize and encode with torch (they move the last bits of a vector)."""
     from importlib.metadata import PackageNotFoundError, version
 
     parts = []
-    for package in ("torch", "transformers", "sentence-transformers"):
+    for package in ("torch", "transformers", "tokenizers", "sentence-transformers"):
         try:
             parts.append(f"{package}={version(package)}")
         except PackageNotFoundError:
