@@ -1,8 +1,12 @@
 """Dense vectors of KB entities (name + description) and a FAISS index over them.
 
 The vectors feed two things: dense candidate retrieval (mention context -> nearest entities) and
-the context/coherence features of disambiguation. They are computed once per (encoder, KB
-content) and cached on disk by :class:`retrieval.dense.EmbeddingCache`, never in the repository.
+the context/coherence features of disambiguation. They are computed once and cached on disk by
+:class:`retrieval.dense.EmbeddingCache` (never in the repository) under a key of everything that
+shapes them: the exact texts embedded (so a change of :func:`entity_text` is a new entry), the
+weights, the precision, the libraries and the batching (:func:`retrieval.dense.vector_cache_key`).
+A disambiguator trained on features of these vectors depends on their last bits, so a cache entry
+must hold exactly what this code would compute, or training stops being reproducible.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import logging
 
 import numpy as np
 
-from artifacts import sha256_bytes
 from linking.kb import KnowledgeBase
 from retrieval.dense import DenseIndex, EmbeddingCache, Encoder, FaissConfig, embed_documents
 
@@ -44,8 +47,8 @@ class EntityIndex:
         """Embed every entity of ``kb`` (read from the cache when the same KB and encoder were seen)."""
         entities = kb.entities()
         texts = [entity_text(e.name, e.description) for e in entities]
-        checksum = sha256_bytes("\n\0".join(texts).encode("utf-8"))
-        vectors = embed_documents(encoder, texts, checksum, cache=cache if cache is not None else EmbeddingCache())
+        cache = cache if cache is not None else EmbeddingCache()
+        vectors = embed_documents(encoder, texts, cache=cache, what="entities")
         logger.info("entity index: %d entities x %d dims", *vectors.shape)
         return cls([e.entity_id for e in entities], vectors)
 

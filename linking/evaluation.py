@@ -260,9 +260,11 @@ def evaluate_linker(
         raise ValueError(f"mode must be 'ed' or 'e2e', not {mode!r}")
     options = options or LinkOptions(top_candidates=30)
     result = EvaluationResult(mode)
-    for document in documents:
+    # End to end, spaCy reads the documents as one stream (the same mentions, less NER time).
+    detected = linker.detect_batch([d.text for d in documents]) if mode == "e2e" else [None] * len(documents)
+    for document, found in zip(documents, detected, strict=True):
         before = PRFCounts(result.counts.tp, result.counts.fp, result.counts.fn)
-        _score_one(linker, document, mode, options, result)
+        _score_one(linker, document, mode, options, result, found)
         result.per_document[document.doc_id] = PRFCounts(
             result.counts.tp - before.tp, result.counts.fp - before.fp, result.counts.fn - before.fn
         )
@@ -270,13 +272,18 @@ def evaluate_linker(
 
 
 def _score_one(
-    linker: EntityLinker, document: LinkingDocument, mode: str, options: LinkOptions, result: EvaluationResult
+    linker: EntityLinker,
+    document: LinkingDocument,
+    mode: str,
+    options: LinkOptions,
+    result: EvaluationResult,
+    detected: list[Mention] | None = None,
 ) -> None:
     if mode == "ed":
         given = [Mention(g.start, g.end, document.text[g.start : g.end]) for g in document.mentions]
         mentions = linker.label_mentions(document.text, given)
     else:
-        mentions = linker.detect(document.text)
+        mentions = detected if detected is not None else linker.detect(document.text)
     if not mentions:
         score_document(document, [], mode, result)
         return

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rapidfuzz import fuzz, process
 
 from artifacts import (
@@ -188,6 +189,8 @@ class KnowledgeBase:
         self._normalized = self._build_normalized_index()
         self._variants = self._build_variant_index()
         self._fuzzy_keys = sorted(set(self._normalized) | set(self._variants))
+        self._fuzzy_array = np.asarray(self._fuzzy_keys, dtype=object)
+        self._fuzzy_lengths = np.fromiter(map(len, self._fuzzy_keys), dtype=np.int64, count=len(self._fuzzy_keys))
 
     # -- construction -------------------------------------------------------------------------
 
@@ -329,7 +332,13 @@ class KnowledgeBase:
         key = normalize_alias(surface)
         if len(key) < 4:
             return []
-        matches = process.extract(key, self._fuzzy_keys, scorer=fuzz.ratio, limit=limit, score_cutoff=cutoff)
+        # fuzz.ratio is 100 * (1 - indel distance / (a + b)) and the distance is at least |a - b|, so
+        # keys whose length alone keeps them under the cutoff cannot match: skip them (the same
+        # result, several times faster). The kept keys stay in their sorted order, so ties break alike.
+        a, lengths = len(key), self._fuzzy_lengths
+        possible = 100.0 * (1.0 - np.abs(lengths - a) / (lengths + a)) >= cutoff - 1e-6
+        choices = self._fuzzy_array[possible].tolist()
+        matches = process.extract(key, choices, scorer=fuzz.ratio, limit=limit, score_cutoff=cutoff)
         return [(match, float(score)) for match, score, _ in matches if match != key]
 
     def key_entities(self, key: str) -> list[str]:

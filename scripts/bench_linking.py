@@ -207,8 +207,9 @@ def main() -> int:
             main_rows, main_throughput = rows, throughput
     assert kb.manifest is not None
     table = [
-        "By encoder runtime (`--encoder-runtime`; entity vectors computed by the same runtime, cached per runtime; the "
-        "model is the same). NER and encoding columns: seconds over the 20 msnbc documents for each stage alone:",
+        "By encoder runtime (`--encoder-runtime`; contexts encoded by that runtime; entity vectors by torch for the "
+        "float32 runtimes, by the int8 graph for onnx-int8; the model is the same). NER and encoding columns: "
+        "seconds over the 20 msnbc documents for each stage alone:",
         "",
         *runtime_table(measured),
     ]

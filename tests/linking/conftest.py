@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from linking import AliasEntry, Entity, KnowledgeBase, LinkingDocument
 from linking.types import GoldMention
+from retrieval.dense import vector_cache_key
 from tests.conftest import LINKING_DATA, FakeEncoder
 
 KEYWORDS = [
@@ -144,3 +148,25 @@ def doc(doc_id: str, text: str, *spans: tuple[str, str]) -> LinkingDocument:
         start = text.index(surface)
         mentions.append(GoldMention(start, start + len(surface), surface, entity))
     return LinkingDocument(doc_id, text, tuple(mentions))
+
+
+class BatchSensitiveEncoder:
+    """Hashed bag of words, with a trace of the batch it was encoded in (as padding leaves in torch's
+    last bits): the same text gets other bits in another batch, so a cache filled another way shows."""
+
+    def __init__(self, precision: str = "float32", libraries: str = "fake=1") -> None:
+        self.name = "batch-sensitive"
+        self.checksum = "b5e7c0ffee000001"
+        self.dimension = 32
+        self.precision = precision
+        self.cache_key = vector_cache_key(self.checksum, precision, libraries)
+        self.calls: list[int] = []
+
+    def encode(self, texts: list[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        self.calls.append(len(texts))
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % (self.dimension - 1)] += 1.0
+            out[row, -1] = 0.1 + 1e-6 * (len(texts) % 7) + 1e-6 * (row % batch_size) / batch_size
+        return out / np.linalg.norm(out, axis=1, keepdims=True)

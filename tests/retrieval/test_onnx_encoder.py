@@ -69,21 +69,36 @@ def test_int8_vectors_are_close_and_rank_scifact_as_well(
     assert abs(ndcg["int8"] - ndcg["torch"]) < 0.01, ndcg
 
 
-def test_runtimes_cache_document_embeddings_apart(real_encoder, onnx_encoder, tmp_path: Path) -> None:
+def test_float32_runtimes_share_one_document_entry_and_int8_has_its_own(
+    real_encoder, onnx_encoder, int8_encoder, tmp_path: Path
+) -> None:
     cache = EmbeddingCache(tmp_path)
     texts = ["first document", "second document"]
-    embed_documents(real_encoder, texts, "corpus-sum", cache=cache)
-    assert cache.get(onnx_encoder.cache_key, "corpus-sum", 2) is None
-    embed_documents(onnx_encoder, texts, "corpus-sum", cache=cache)
-    assert sorted(p.name.split("-corpus")[0] for p in tmp_path.glob("*.npy")) == sorted(
-        [real_encoder.cache_key, onnx_encoder.cache_key]
-    )
+    torch_vectors = embed_documents(real_encoder, texts, cache=cache)
+    # the torch runtime's entry is the float32 graph's: one content whichever float32 runtime came first
+    assert onnx_encoder.cache_key == real_encoder.cache_key
+    np.testing.assert_array_equal(embed_documents(onnx_encoder, texts, cache=cache), torch_vectors)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+    int8_vectors = embed_documents(int8_encoder, texts, cache=cache)
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not np.array_equal(int8_vectors, torch_vectors)
+
+
+def test_cold_float32_entries_hold_the_graph_vectors_whichever_runtime_fills_them(
+    real_encoder, onnx_encoder, tmp_path: Path
+) -> None:
+    texts = ["aspirin lowers the risk of heart attacks", "a"]
+    from_torch = embed_documents(real_encoder, texts, cache=EmbeddingCache(tmp_path / "a"))
+    from_onnx = embed_documents(onnx_encoder, texts, cache=EmbeddingCache(tmp_path / "b"))
+    np.testing.assert_array_equal(from_torch, from_onnx)
+    np.testing.assert_array_equal(from_torch, onnx_encoder.encode(texts, batch_size=64))
+    # and they are torch's vectors to a cosine of 0.9999
+    assert (from_torch * real_encoder.encode(texts)).sum(axis=1).min() > 0.9999
 
 
 def test_a_damaged_cached_graph_is_exported_again(
     onnx_encoder, private_caches: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (exported,) = (private_caches / "onnx").glob(f"{onnx_encoder.cache_key}-????????.onnx")  # not the int8 graph
+    (exported,) = (private_caches / "onnx").glob(f"{onnx_encoder.checksum}-onnx-????????.onnx")  # not the int8 graph
     (tmp_path / "onnx").mkdir()
     graph = tmp_path / "onnx" / exported.name
     graph.write_bytes(b"not an onnx graph")
