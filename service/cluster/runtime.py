@@ -177,10 +177,11 @@ def connect(
     import ray
 
     init = init or ray.init
+    if address is not None:
+        probe(address, timeout)
     if ray.is_initialized():
         raise ClusterUnavailableError(address or "local", "this process is already connected to a Ray cluster")
     if address is not None:
-        probe(address, timeout)
         try:
             context = init(address=address, namespace=namespace, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:  # Ray's handshake errors

@@ -151,9 +151,9 @@ def deploy_version(
 ) -> ShardSet:
     """Deploy one Serve application per shard of ``version`` and return their shard set.
 
-    Each ``serve.run`` returns once its replicas have loaded the shard. If any shard fails to load,
-    the version's applications deployed so far are deleted and :class:`ShardDeployError` names the
-    shard and directory; the running version is never touched.
+    The shards start together and the call returns once every replica has loaded its shard. If any
+    shard fails to load, all of the version's applications are deleted and :class:`ShardDeployError`
+    names the failed shards and directories; the running version is never touched.
     """
     config = config or ShardDeploymentConfig()
     _check_name("version", version)
@@ -164,25 +164,29 @@ def deploy_version(
     ensure_serve()
     if version in deployed_versions():
         raise ShardSetError(f"version {version!r} is already deployed; retire it first or use a new name")
-    deployed: list[str] = []
-    clients = []
+    targets = []
     for shard, directory in shard_dirs.items():
-        app = app_name(version, shard)
         bound = ShardDeployment.options(
             num_replicas=config.replicas,
             ray_actor_options={"num_cpus": config.cpus_per_replica},
             max_ongoing_requests=config.max_ongoing_requests,
             max_constructor_retry_count=config.constructor_retries,
         ).bind(loader, str(directory), shard)
-        deployed.append(app)
-        try:
-            handle = serve.run(bound, name=app, route_prefix=None)
-        except Exception as exc:  # Serve reports a failed constructor as a RuntimeError with the replica's traceback
-            for name in deployed:
-                serve.delete(name, _blocking=False)
-            reason = next(iter(str(exc).splitlines()), type(exc).__name__)
-            raise ShardDeployError(f"version {version!r}: shard {shard!r} from {directory}: {reason}") from exc
-        clients.append(ServeShardClient(shard, handle, app))
+        targets.append(serve.RunTarget(bound, name=app_name(version, shard), route_prefix=None))
+    try:
+        # All shards start together; the call returns when every application is running.
+        handles = serve.run_many(targets)
+    except Exception as exc:  # Serve reports a failed constructor as a RuntimeError with the replica's traceback
+        failed = _failed_shards(version)
+        for target in targets:
+            serve.delete(target.name, _blocking=False)
+        what = "; ".join(f"shard {shard!r} from {shard_dirs[shard]}: {reason}" for shard, reason in failed.items())
+        reason = what or next(iter(str(exc).splitlines()), type(exc).__name__)
+        raise ShardDeployError(f"version {version!r}: {reason}") from exc
+    clients = [
+        ServeShardClient(shard, handle, app_name(version, shard))
+        for shard, handle in zip(shard_dirs, handles, strict=True)
+    ]
     logger.info("deployed version %s: %d shard(s) x %d replica(s)", version, len(clients), config.replicas)
     return ShardSet(version, tuple(clients))
 
@@ -200,6 +204,17 @@ def attach_version(version: str) -> ShardSet:
         for shard in shards
     )
     return ShardSet(version, clients)
+
+
+def _failed_shards(version: str) -> dict[str, str]:
+    """Shard -> first line of Serve's message, for the applications of ``version`` that failed to deploy."""
+    failed = {}
+    for app, status in serve.status().applications.items():
+        _, _, rest = app.partition(":")
+        app_version, _, shard = rest.partition(":")
+        if app_version == version and str(status.status) in ("DEPLOY_FAILED", "ApplicationStatus.DEPLOY_FAILED"):
+            failed[shard] = next(iter(str(status.message).splitlines()), "failed to deploy")
+    return failed
 
 
 def retire_version(version: str) -> list[str]:
