@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 ShardLoader = Callable[[str], ShardBackend]
 """Opens a shard directory in a replica; must pickle (a module-level function or classmethod)."""
 APP_PREFIX = "sleuth"
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -207,14 +208,24 @@ def attach_version(version: str) -> ShardSet:
 
 
 def _failed_shards(version: str) -> dict[str, str]:
-    """Shard -> first line of Serve's message, for the applications of ``version`` that failed to deploy."""
+    """Shard -> the error that stopped it, for the applications of ``version`` that failed to deploy."""
     failed = {}
     for app, status in serve.status().applications.items():
         _, _, rest = app.partition(":")
         app_version, _, shard = rest.partition(":")
-        if app_version == version and str(status.status) in ("DEPLOY_FAILED", "ApplicationStatus.DEPLOY_FAILED"):
-            failed[shard] = next(iter(str(status.message).splitlines()), "failed to deploy")
+        if app_version != version or "DEPLOY_FAILED" not in str(status.status):
+            continue
+        # The application's message is generic ("Failed to update the deployments"); the deployment's
+        # carries the replica's traceback, whose last exception line says what went wrong.
+        messages = [str(d.message) for d in status.deployments.values() if d.message] + [str(status.message)]
+        failed[shard] = _error_line("\n".join(messages)) or "failed to deploy"
     return failed
+
+
+def _error_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    return errors[-1] if errors else (lines[0] if lines else "")
 
 
 def retire_version(version: str) -> list[str]:

@@ -151,3 +151,13 @@ def test_a_shard_with_no_replica_left_is_named_within_the_deadline(serve_shards)
     result = asyncio.run(bounded())
     assert result.missing_shards == ("s1",)
     assert result.hits and all(hit.doc_id in {"cats-v2", "dogs-v2", "kitten-v2"} for hit in result.hits)
+
+
+def test_a_shard_that_cannot_load_fails_its_version_by_name(serve_shards, shard_dirs, tmp_path: Path) -> None:
+    config = serve_shards.ShardDeploymentConfig(replicas=1, cpus_per_replica=0.1, constructor_retries=1)
+    dirs = {"s0": shard_dirs["v2"]["s0"], "s1": tmp_path / "no-such-shard"}
+    with pytest.raises(serve_shards.ShardDeployError) as caught:
+        serve_shards.deploy_version("broken", dirs, KeywordShard.load, config=config)
+    message = str(caught.value)
+    assert message.startswith(f"version 'broken': shard 's1' from {tmp_path / 'no-such-shard'}: FileNotFoundError")
+    assert "s0" not in message.split(":", 1)[1].split("from")[0]
