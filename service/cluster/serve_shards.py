@@ -50,7 +50,7 @@ ShardLoader = Callable[[str], ShardBackend]
 """Opens a shard directory in a replica; must pickle (a module-level function or classmethod)."""
 APP_PREFIX = "sleuth"
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")  # '@': registry versions are kind@content-id
 
 
 class ShardDeployError(ClusterError):
@@ -124,7 +124,7 @@ def app_name(version: str, shard: str) -> str:
 
 def _check_name(kind: str, name: str) -> None:
     if not _NAME.match(name):
-        raise ShardSetError(f"{kind} name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
+        raise ShardSetError(f"{kind} name {name!r}: use letters, digits, '.', '_', '@' or '-' (at most 64)")
 
 
 def ensure_serve() -> None:

@@ -161,3 +161,12 @@ def test_a_shard_that_cannot_load_fails_its_version_by_name(serve_shards, shard_
     message = str(caught.value)
     assert message.startswith(f"version 'broken': shard 's1' from {tmp_path / 'no-such-shard'}: FileNotFoundError")
     assert "s0" not in message.split(":", 1)[1].split("from")[0]
+
+
+@pytest.mark.parametrize(("version", "shards"), [("v 1", {"s0": "x"}), ("v1", {"s:0": "x"}), ("v1", {})])
+def test_bad_version_or_shard_names_are_refused_before_any_deploy(version: str, shards: dict) -> None:
+    from service.cluster.errors import ShardSetError
+    from service.cluster.serve_shards import deploy_version
+
+    with pytest.raises(ShardSetError, match=r"name|no shards"):
+        deploy_version(version, shards, KeywordShard.load)
