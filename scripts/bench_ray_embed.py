@@ -1,6 +1,6 @@
 """Corpus embedding throughput: single-process ONNX against Ray Data pools of 1 and 2 encoder actors.
 
-    .venv/bin/python scripts/bench_ray_embed.py [--corpus DIR] [--actors 1 2] [--limit N]
+    .venv/bin/python -m scripts.bench_ray_embed [--corpus DIR] [--actors 1 2] [--limit N]
 
 Starts a private local Ray cluster (service.cluster.runtime.connect), embeds the corpus without
 the embedding cache (every run computes), checks each Ray matrix against the single-process one,
@@ -15,13 +15,11 @@ import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
