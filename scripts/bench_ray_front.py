@@ -1,6 +1,6 @@
 """Scatter-gather overhead of the Ray Serve shard layer: QueryFront requests/s over trivial shards.
 
-    .venv/bin/python -m scripts.bench_ray_front [--shards 1 2 4] [--replicas 1] [--requests 2000] [--concurrency 32]
+    .venv/bin/python -m scripts.bench_ray_front [--shards S ...] [--requests N] [--concurrency C] [--batch]
 
 The shards answer a fixed top-10 list without searching, so what is measured is the front's cost per
 request (one Serve handle call per shard, the merge and the fusion) and Serve's routing, on a private
@@ -23,8 +23,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from service.cluster.front import FrontConfig, QueryFront
+from service.cluster.front import FrontConfig, QueryFront, ShardSet
 from service.cluster.runtime import connect
+from service.cluster.shard_batching import BatchingShardClient
 
 
 class FixedShard:
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--batch", action="store_true", help="coalesce concurrent requests per shard")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -79,11 +81,16 @@ def main(argv: list[str] | None = None) -> int:
             dirs = {f"s{i}": Path(root) / f"s{i}" for i in range(count)}
             version = f"bench{count}"
             shard_set = serve_shards.deploy_version(version, dirs, load_fixed_shard, config=config)
-            front = QueryFront(shard_set, config=FrontConfig(timeout_s=30))
+            clients = shard_set.shards
+            if args.batch:
+                clients = tuple(BatchingShardClient(client) for client in clients)
+            front = QueryFront(ShardSet(version, clients), config=FrontConfig(timeout_s=30))
             asyncio.run(drive(front, 200, args.concurrency))  # warm-up: routers learn the replicas
             seconds, latencies, incomplete = asyncio.run(drive(front, args.requests, args.concurrency))
             row = {
                 "shards": count,
+                "batching": args.batch,
+                "calls_to_shards": sum(getattr(c, "calls", 0) for c in clients) if args.batch else None,
                 "replicas_per_shard": args.replicas,
                 "concurrency": args.concurrency,
                 "requests_per_s": round(args.requests / seconds, 1),

@@ -6,6 +6,8 @@ search and linking logic it distributes stays in plain classes of ``retrieval`` 
 * :mod:`~service.cluster.runtime`: :func:`connect` to a new private local cluster or an existing one.
 * :mod:`~service.cluster.embedding`: :func:`embed_corpus`, the encoder actor pool.
 * :mod:`~service.cluster.front`: :class:`QueryFront`, scatter-gather over shard clients (no Ray import).
+* :mod:`~service.cluster.shard_batching`: :class:`BatchingShardClient`, one remote call for the
+  requests that queue for a shard (no Ray import).
 * :mod:`~service.cluster.serve_shards`: shard deployments, :func:`deploy_version`, :func:`retire_version`
   (imports ``ray.serve``; import it explicitly).
 """
@@ -23,8 +25,10 @@ from service.cluster.front import (
     ShardSet,
 )
 from service.cluster.runtime import RayCluster, connect
+from service.cluster.shard_batching import BatchingShardClient, ShardRequest
 
 __all__ = [
+    "BatchingShardClient",
     "ClusterError",
     "ClusterUnavailableError",
     "CorpusEmbeddings",
@@ -38,6 +42,7 @@ __all__ = [
     "ShardAnswer",
     "ShardBackend",
     "ShardClient",
+    "ShardRequest",
     "ShardSet",
     "ShardSetError",
     "connect",

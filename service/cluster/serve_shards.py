@@ -43,6 +43,7 @@ from ray import serve
 
 from service.cluster.errors import ClusterError, ShardSetError
 from service.cluster.front import ShardAnswer, ShardBackend, ShardSet, answer
+from service.cluster.shard_batching import ShardRequest
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,10 @@ class ShardReplica:
     def top(self, query: str | None, vector: np.ndarray | None, k: int) -> ShardAnswer:
         return answer(self._shard, query, vector, k)
 
+    def top_batch(self, requests: list[ShardRequest]) -> list[ShardAnswer]:
+        """``top`` for each request of a batch, in order (one call instead of one per request)."""
+        return [answer(self._shard, r.query, r.vector, r.k) for r in requests]
+
     def bm25_top(self, query: str, k: int) -> list[tuple[str, float]]:
         return self._shard.bm25_top(query, k)
 
@@ -115,6 +120,10 @@ class ServeShardClient:
     async def top(self, query: str | None, vector: np.ndarray | None, k: int) -> ShardAnswer:
         result: ShardAnswer = await self._handle.top.remote(query, vector, k)
         return result
+
+    async def top_batch(self, requests: list[ShardRequest]) -> list[ShardAnswer]:
+        results: list[ShardAnswer] = await self._handle.top_batch.remote(requests)
+        return results
 
 
 def app_name(version: str, shard: str) -> str:
@@ -236,15 +245,3 @@ def retire_version(version: str) -> list[str]:
         serve.delete(app, _blocking=True)
     logger.info("retired version %s (%d application(s))", version, len(apps))
     return apps
-
-
-def replica_actor_names(version: str, shard: str) -> list[str]:
-    """Names of the live replica actors of one shard (in Serve's namespace), for fault drills."""
-    import ray
-
-    app = app_name(version, shard)
-    return sorted(
-        actor["name"]
-        for actor in ray.util.list_named_actors(all_namespaces=True)
-        if actor["namespace"] == "serve" and actor["name"].startswith("SERVE_REPLICA::") and app in actor["name"]
-    )

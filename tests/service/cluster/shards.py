@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,14 @@ def _words(text: str) -> set[str]:
 
 
 class KeywordShard:
-    """Documents in memory; ``bm25_top`` scores by the number of query words a document shares."""
+    """Documents in memory; ``bm25_top`` scores by the number of query words a document shares.
 
-    def __init__(self, docs: dict[str, str]) -> None:
+    ``delay_s`` makes every lookup take that long, so that a fault test finds calls in flight.
+    """
+
+    def __init__(self, docs: dict[str, str], *, delay_s: float = 0.0) -> None:
         self.docs = dict(docs)
+        self.delay_s = delay_s
         self._words = {doc_id: _words(text) for doc_id, text in self.docs.items()}
         encoder = FakeEncoder(TINY_KEYWORDS)
         self._ids = list(self.docs)
@@ -33,9 +38,12 @@ class KeywordShard:
     def load(cls, directory: str | Path) -> KeywordShard:
         lines = (Path(directory) / "docs.jsonl").read_text(encoding="utf-8").splitlines()
         rows = [json.loads(line) for line in lines if line.strip()]
-        return cls({row["_id"]: f"{row['title']}\n{row['text']}" for row in rows})
+        settings = Path(directory) / "shard.json"
+        delay_s = json.loads(settings.read_text(encoding="utf-8"))["delay_s"] if settings.is_file() else 0.0
+        return cls({row["_id"]: f"{row['title']}\n{row['text']}" for row in rows}, delay_s=delay_s)
 
     def bm25_top(self, query: str, k: int) -> list[tuple[str, float]]:
+        time.sleep(self.delay_s)
         terms = _words(query)
         scored = [(doc_id, float(len(terms & words))) for doc_id, words in self._words.items()]
         scored = [hit for hit in scored if hit[1] > 0]
@@ -47,7 +55,7 @@ class KeywordShard:
         return [(self._ids[i], float(scores[i])) for i in order]
 
 
-def write_shards(root: Path, parts: dict[str, list[str]], *, suffix: str = "") -> dict[str, Path]:
+def write_shards(root: Path, parts: dict[str, list[str]], *, suffix: str = "", delay_s: float = 0.0) -> dict[str, Path]:
     """Write the tiny corpus split into shard directories (``parts``: shard name -> doc ids)."""
     by_id = {doc["_id"]: doc for doc in TINY_DOCS}
     dirs = {}
@@ -56,6 +64,8 @@ def write_shards(root: Path, parts: dict[str, list[str]], *, suffix: str = "") -
         directory.mkdir(parents=True, exist_ok=True)
         rows = [dict(by_id[i], title=by_id[i]["title"] + suffix) | {"_id": i + suffix} for i in ids]
         (directory / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        if delay_s:
+            (directory / "shard.json").write_text(json.dumps({"delay_s": delay_s}), encoding="utf-8")
         dirs[name] = directory
     return dirs
 

@@ -4,11 +4,15 @@ is killed under load, an atomic version switch, and a named missing shard when a
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from service.cluster.front import FrontConfig, QueryFront, ScatterResult, ShardSet
+from service.cluster.shard_batching import BatchingShardClient
 from tests.conftest import TINY_KEYWORDS, FakeEncoder
 from tests.service.cluster.shards import KeywordShard, LocalShardClient, write_shards
 
@@ -33,7 +37,7 @@ def serve_shards(ray_cluster):
 def shard_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
     root = tmp_path_factory.mktemp("shards")
     return {
-        "v1": write_shards(root / "v1", SPLIT),
+        "v1": write_shards(root / "v1", SPLIT, delay_s=0.005),  # batches in flight when a replica is killed
         "v2": write_shards(root / "v2", SPLIT, suffix="-v2"),
     }
 
@@ -49,16 +53,21 @@ def local_front(dirs: dict[str, Path], version: str) -> QueryFront:
     return QueryFront(ShardSet(version, clients), FakeEncoder(TINY_KEYWORDS))
 
 
-def test_serve_shards_answer_like_in_process_shards(v1: ShardSet, shard_dirs) -> None:
-    remote = QueryFront(v1, FakeEncoder(TINY_KEYWORDS))
+def batched(shard_set: ShardSet) -> ShardSet:
+    return ShardSet(shard_set.version, tuple(BatchingShardClient(client) for client in shard_set.shards))
+
+
+@pytest.mark.parametrize("batching", [False, True], ids=["per-request", "batched"])
+def test_serve_shards_answer_like_in_process_shards(v1: ShardSet, shard_dirs, batching: bool) -> None:
+    remote = QueryFront(batched(v1) if batching else v1, FakeEncoder(TINY_KEYWORDS))
     local = local_front(shard_dirs["v1"], "v1")
 
     async def both() -> list[tuple[ScatterResult, ScatterResult]]:
-        pairs = []
-        for query in QUERIES:
-            for mode in MODES:
-                pairs.append((await remote.search(query, k=4, mode=mode), await local.search(query, k=4, mode=mode)))
-        return pairs
+        requests = [(query, mode) for query in QUERIES for mode in MODES]
+        # Concurrently, so that the batching clients do coalesce requests.
+        got = await asyncio.gather(*(remote.search(q, k=4, mode=m) for q, m in requests))
+        expected = [await local.search(q, k=4, mode=m) for q, m in requests]
+        return list(zip(got, expected, strict=True))
 
     for got, expected in asyncio.run(both()):
         assert got.complete
@@ -84,22 +93,36 @@ async def load_loop(
     return await asyncio.gather(*(one(i) for i in range(total)), return_exceptions=True)
 
 
-def test_killing_a_replica_under_load_loses_no_request(v1: ShardSet, serve_shards, shard_dirs) -> None:
-    import ray
+def replica_pids(app: str, count: int, timeout: float = 60) -> list[int]:
+    """The process ids of ``count`` live replicas of ``app``, asked through its handle (Serve spreads the
+    calls); waits for Serve to replace a replica killed by an earlier test (7-12 s)."""
+    from ray import serve
 
-    front = QueryFront(v1, FakeEncoder(TINY_KEYWORDS), config=FrontConfig(max_attempts=5))
+    handle = serve.get_app_handle(app)
+    deadline = time.monotonic() + timeout
+    pids: set[int] = set()
+    while time.monotonic() < deadline:
+        pids = {handle.pid.remote().result() for _ in range(20)}
+        if len(pids) >= count:
+            return sorted(pids)
+        time.sleep(0.5)
+    raise AssertionError(f"{app}: {len(pids)} of {count} replicas answer after {timeout} s")
+
+
+@pytest.mark.parametrize("batching", [False, True], ids=["per-request", "batched"])
+def test_killing_a_replica_under_load_loses_no_request(v1: ShardSet, serve_shards, shard_dirs, batching: bool) -> None:
+    shard_set = batched(v1) if batching else v1
+    front = QueryFront(shard_set, FakeEncoder(TINY_KEYWORDS), config=FrontConfig(max_attempts=5))
     expected = {q: asyncio.run(local_front(shard_dirs["v1"], "v1").search(q, k=4)).hits for q in QUERIES}
-    replicas = serve_shards.replica_actor_names("v1", "s0")
-    assert len(replicas) == 2
-    victim = ray.get_actor(replicas[0], namespace="serve")
+    victim = replica_pids(serve_shards.app_name("v1", "s0"), 2)[0]
     killed = []
 
     async def kill_once(done: int) -> None:
         if done == 60 and not killed:
-            ray.kill(victim, no_restart=True)
+            os.kill(victim, signal.SIGKILL)  # mid-load: calls are in flight on the victim
             killed.append(done)
 
-    results = asyncio.run(load_loop(front, total=300, concurrency=16, on_progress=kill_once))
+    results = asyncio.run(load_loop(front, total=300, concurrency=32, on_progress=kill_once))
 
     assert killed, "the replica was never killed"
     failures = [r for r in results if isinstance(r, BaseException) or not r.complete]
