@@ -249,9 +249,9 @@ class QueryFront:
 
     async def _search(self, shard_set: ShardSet, query: str, k: int, mode: str, deadline: float) -> ScatterResult:
         vector = None
-        if mode != "bm25":
-            assert self._encoder is not None  # checked in search
-            vector = (await asyncio.to_thread(self._encoder.encode, [query]))[0]
+        encoder = self._encoder
+        if mode != "bm25" and encoder is not None:  # search() refused dense modes without an encoder
+            vector = (await asyncio.to_thread(encoder.encode, [query]))[0]
         depth = k if mode != "hybrid" else max(k, self.config.fusion.depth)
         calls = [
             self._call(shard, query if mode != "dense" else None, vector, depth, deadline) for shard in shard_set.shards
