@@ -49,6 +49,10 @@ def test_ray_matrix_equals_single_process_in_corpus_order(ray_cluster, keyword_c
     reread = embed_documents(local_calls, [d.contents for d in documents], result.corpus_checksum, cache=cache)
     np.testing.assert_array_equal(reread, expected)
     assert local_calls.calls == []
+    # Without encoder_key the factory is run once on the driver to learn the key: same cache entry.
+    again = embed_corpus(keyword_corpus, factory, config=config, cache=cache)
+    assert again.from_cache
+    np.testing.assert_array_equal(again.matrix, expected)
 
 
 def test_cache_hit_skips_the_cluster(ray_cluster, keyword_corpus: Path, tmp_path: Path) -> None:
