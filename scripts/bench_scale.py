@@ -9,6 +9,9 @@ reports: build seconds, bytes on disk (FAISS holds the same structure in memory,
 shard's resident index memory), single-query search latency at k=100 (p50/p99, one query per call,
 FAISS on one thread: the cost one core pays per query) and recall@100 against the exact flat index.
 With ``--bm25`` it does the same for :class:`retrieval.bm25.BM25Index` over synthetic texts.
+With ``--encoder N`` it measures the encoder on one thread (ONNX float32 and int8): documents/s over
+the first ``N`` SciFact documents (the build's embedding rate) and milliseconds per query, one query
+per call, over SciFact training queries (what the query front pays per search).
 
 Synthetic data, so that sizes past any corpus we hold can be measured:
 
@@ -35,9 +38,10 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -62,10 +66,12 @@ class Row:
     index_type: str  # flat, hnsw, ivfpq, or bm25
     documents: int
     build_s: float
+    build_cpu_s: float  # process CPU seconds of the build (both cores for HNSW and IVF-PQ training)
     index_bytes: int
     bytes_per_doc: float
-    p50_ms: float
+    p50_ms: float  # wall clock, one query per call
     p99_ms: float
+    cpu_ms: float  # mean CPU time per query on the calling thread
     queries: int
     recall_at_100: float | None  # against flat (dense only; flat is 1 by definition)
     load: float  # the machine's 1-minute load average when the row finished (other jobs slow the run)
@@ -120,17 +126,21 @@ def synthetic_texts(n: int, seed: int) -> Iterator[str]:
         yield " ".join(words[min(i, VOCABULARY - 1)] for i in ids)
 
 
-def _latencies(search: object, queries: list, repeat_warm: int = 5) -> tuple[float, float]:
-    """p50 and p99 (ms) of ``search(q)`` over ``queries``, after a few warm-up calls."""
-    call = search  # a callable taking one query
-    for q in queries[:repeat_warm]:
-        call(q)  # type: ignore[operator]
-    times = []
+def _latencies(search: Callable[[Any], object], queries: list) -> tuple[float, float, float]:
+    """Wall p50 and p99 and mean CPU ms of ``search(q)`` over ``queries``, after a few warm-up calls.
+
+    CPU time is this thread's (``time.thread_time``: FAISS, bm25s and ONNX Runtime run on the calling
+    thread here), so it is the cost of a query even when other jobs slow the wall clock down.
+    """
+    for q in queries[:5]:
+        search(q)
+    wall, cpu = [], []
     for q in queries:
-        started = time.perf_counter()
-        call(q)  # type: ignore[operator]
-        times.append((time.perf_counter() - started) * 1000)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        search(q)
+        cpu.append((time.thread_time() - started_cpu) * 1000)
+        wall.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(wall, 50)), float(np.percentile(wall, 99)), float(np.mean(cpu))
 
 
 def _load() -> float:
@@ -150,9 +160,9 @@ def dense_rows(size: int, types: list[str], queries: int, seed: int, workdir: Pa
     for index_type in ["flat", *[t for t in types if t != "flat"]]:
         config = FaissConfig(index_type=index_type)
         faiss.omp_set_num_threads(2)  # builds are offline work: both cores
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         built = DenseIndex.build(vectors, ids, config)
-        build_s = time.perf_counter() - started
+        build_s, build_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
         directory = workdir / f"dense-{index_type}-{size}"
         directory.mkdir(parents=True, exist_ok=True)
         built.save(directory)
@@ -164,12 +174,24 @@ def dense_rows(size: int, types: list[str], queries: int, seed: int, workdir: Pa
             exact = top
         assert exact is not None
         recall = float(np.mean([len(a & e) / len(e) for a, e in zip(top, exact, strict=True)]))
-        p50, p99 = _latencies(lambda q, index=index: index.search(q[None, :], K), list(query_vectors))
+        p50, p99, cpu = _latencies(lambda q, index=index: index.search(q[None, :], K), list(query_vectors))
         size_bytes = _dir_bytes(directory)
         shutil.rmtree(directory)
         if index_type in types:
             yield Row(
-                "dense", index_type, size, build_s, size_bytes, size_bytes / size, p50, p99, queries, recall, _load()
+                "dense",
+                index_type,
+                size,
+                build_s,
+                build_cpu_s,
+                size_bytes,
+                size_bytes / size,
+                p50,
+                p99,
+                cpu,
+                queries,
+                recall,
+                _load(),
             )
         del index
 
@@ -180,19 +202,54 @@ def bm25_row(size: int, queries: int, seed: int, workdir: Path) -> Row:
     ids = [str(i) for i in range(size)]
     rng = np.random.default_rng(seed + 3)
     query_texts = [" ".join(rng.choice(texts[i].split(), QUERY_TERMS)) for i in rng.integers(0, size, queries)]
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     built = BM25Index.build(texts, ids)
-    build_s = time.perf_counter() - started
+    build_s, build_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
     del texts
     directory = workdir / f"bm25-{size}"
     directory.mkdir(parents=True, exist_ok=True)
     built.save(directory)
     del built
     index = BM25Index.load(directory, ids, mmap=True)
-    p50, p99 = _latencies(lambda q: index.search(q, K), query_texts)
+    p50, p99, cpu = _latencies(lambda q: index.search(q, K), query_texts)
     size_bytes = _dir_bytes(directory)
     shutil.rmtree(directory)
-    return Row("bm25", "bm25", size, build_s, size_bytes, size_bytes / size, p50, p99, queries, None, _load())
+    return Row(
+        "bm25", "bm25", size, build_s, build_cpu_s, size_bytes, size_bytes / size, p50, p99, cpu, queries, None, _load()
+    )
+
+
+SCIFACT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "retrieval" / "scifact"
+
+
+def encoder_rows(documents: int, queries: int, corpus_dir: Path = SCIFACT) -> Iterator[dict[str, object]]:
+    """Single-thread ONNX encoder cost: documents/s and ms per query, float32 and int8."""
+    from retrieval.corpus import load_corpus, load_queries
+    from retrieval.onnx_encoder import OnnxEncoder
+
+    texts = [doc.contents for doc in load_corpus(corpus_dir / "corpus.jsonl")[:documents]]
+    train_ids = {line.split("\t")[0] for line in (corpus_dir / "qrels" / "train.tsv").read_text().splitlines()[1:]}
+    query_texts = [q.text for q in load_queries(corpus_dir / "queries.jsonl") if q.qid in train_ids][:queries]
+    for runtime, quantize in (("onnx", False), ("onnx-int8", True)):
+        encoder = OnnxEncoder.load(quantize=quantize, threads=1)
+        encoder.encode(texts[:8])
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        encoder.encode(texts, batch_size=32)
+        docs_per_s = len(texts) / (time.perf_counter() - started)
+        docs_per_cpu_s = len(texts) / (time.thread_time() - started_cpu)
+        p50, p99, cpu = _latencies(lambda q, encoder=encoder: encoder.encode([q]), query_texts)
+        yield {
+            "kind": "encoder",
+            "runtime": runtime,
+            "documents": len(texts),
+            "docs_per_s": docs_per_s,
+            "docs_per_cpu_s": docs_per_cpu_s,
+            "queries": len(query_texts),
+            "query_p50_ms": p50,
+            "query_p99_ms": p99,
+            "query_cpu_ms": cpu,
+            "load": _load(),
+        }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,6 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--bm25", action="store_true", help="also measure BM25 over synthetic texts")
     parser.add_argument("--no-dense", action="store_true", help="skip the FAISS measurements")
+    parser.add_argument(
+        "--encoder",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time the ONNX encoder on the first N SciFact documents and 200 training queries",
+    )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--workdir", type=Path, default=None, help="where indexes are written (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None, help="append the JSON lines to this file")
@@ -211,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sizes: ivfpq needs at least {ivfpq_minimum} vectors to train")
     if args.queries < 1:
         parser.error("--queries must be at least 1")
+    if args.encoder:
+        for encoder_row in encoder_rows(args.encoder, args.queries):
+            _emit(json.dumps(encoder_row), args.out)
     with tempfile.TemporaryDirectory(prefix="sleuth-scale-", dir=args.workdir) as tmp:
         workdir = Path(tmp)
         for size in args.sizes:
@@ -220,12 +287,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.bm25:
                 rows.append(bm25_row(size, args.queries, args.seed, workdir))
             for row in rows:
-                line = json.dumps(asdict(row))
-                print(line, flush=True)
-                if args.out:
-                    with args.out.open("a", encoding="utf-8") as handle:
-                        handle.write(line + "\n")
+                _emit(json.dumps(asdict(row)), args.out)
     return 0
+
+
+def _emit(line: str, out: Path | None) -> None:
+    print(line, flush=True)
+    if out:
+        with out.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
 
 
 if __name__ == "__main__":

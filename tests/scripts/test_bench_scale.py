@@ -59,7 +59,7 @@ def test_rows_for_a_small_shard(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert 1536 <= flat["bytes_per_doc"] < 1600  # 384 float32 per document plus FAISS's header
     assert hnsw["bytes_per_doc"] > flat["bytes_per_doc"]  # the graph links come on top of the vectors
     assert bm25["recall_at_100"] is None and bm25["index_bytes"] > 0
-    assert all(r["p99_ms"] >= r["p50_ms"] > 0 for r in rows)
+    assert all(r["p99_ms"] >= r["p50_ms"] > 0 and r["cpu_ms"] > 0 and r["build_cpu_s"] > 0 for r in rows)
     assert capsys.readouterr().out.count("\n") == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]  # the indexes were removed
 
