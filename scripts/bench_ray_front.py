@@ -5,7 +5,9 @@
 The shards answer a fixed top-10 list without searching, so what is measured is the front's cost per
 request (one Serve handle call per shard, the merge and the fusion) and Serve's routing, on a private
 local cluster: the floor under which no sharded search on this layer can go. Prints one JSON line per
-shard count.
+shard count, with the CPU time that the driver and every process it started (the Ray cluster: GCS,
+raylet, Serve controller and replicas) spent over the measured requests, per request and per shard
+call: that cost is paid whether or not other jobs share the machine, unlike the wall-clock rates.
 """
 
 from __future__ import annotations
@@ -39,6 +41,37 @@ class FixedShard:
 
     def dense_top(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         return self.hits[:k]
+
+
+def tree_cpu_seconds(root: int | None = None) -> float:
+    """User + system CPU seconds of process ``root`` (default: this one) and all its descendants, from /proc.
+
+    Processes that end between two readings drop out of the second one, so the difference of two
+    readings is a lower bound; a local Ray cluster's processes live as long as the cluster.
+    """
+    root = os.getpid() if root is None else root
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended while we looked
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    total, stack = 0.0, [root]
+    while stack:
+        pid = stack.pop()
+        total += times.get(pid, 0.0)
+        stack.extend(children.get(pid, []))
+    return total
 
 
 def load_fixed_shard(directory: str) -> FixedShard:
@@ -86,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                 clients = tuple(BatchingShardClient(client) for client in clients)
             front = QueryFront(ShardSet(version, clients), config=FrontConfig(timeout_s=30))
             asyncio.run(drive(front, 200, args.concurrency))  # warm-up: routers learn the replicas
+            cpu_before = tree_cpu_seconds()
             seconds, latencies, incomplete = asyncio.run(drive(front, args.requests, args.concurrency))
+            cpu_ms = 1000 * (tree_cpu_seconds() - cpu_before)
             row = {
                 "shards": count,
                 "batching": args.batch,
@@ -98,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
                 "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 1),
                 "p99_ms": round(1000 * float(np.percentile(latencies, 99)), 1),
                 "incomplete": incomplete,
+                "cpu_ms_per_request": round(cpu_ms / args.requests, 3),
+                "cpu_ms_per_shard_call": round(cpu_ms / (args.requests * count), 3),
+                "load": round(os.getloadavg()[0], 2),
             }
             print(json.dumps(row), flush=True)
             serve_shards.retire_version(version)
