@@ -75,6 +75,7 @@ class Row:
     queries: int
     recall_at_100: float | None  # against flat (dense only; flat is 1 by definition)
     load: float  # the machine's 1-minute load average when the row finished (other jobs slow the run)
+    params: str = ""  # the FAISS parameters that differ by type (hnsw M/ef, ivfpq nlist/nprobe/m/nbits)
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -143,6 +144,14 @@ def _latencies(search: Callable[[Any], object], queries: list) -> tuple[float, f
     return float(np.percentile(wall, 50)), float(np.percentile(wall, 99)), float(np.mean(cpu))
 
 
+def _params(config: FaissConfig) -> str:
+    if config.index_type == "hnsw":
+        return f"M={config.hnsw_m} efConstruction={config.hnsw_ef_construction} efSearch={config.hnsw_ef_search}"
+    if config.index_type == "ivfpq":
+        return f"nlist={config.ivf_nlist} nprobe={config.ivf_nprobe} m={config.pq_m} nbits={config.pq_nbits}"
+    return ""
+
+
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -151,14 +160,19 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def dense_rows(size: int, types: list[str], queries: int, seed: int, workdir: Path) -> Iterator[Row]:
-    """Build, save, reload and search each FAISS type over ``size`` synthetic vectors."""
+def dense_rows(
+    size: int, types: list[str], queries: int, seed: int, workdir: Path, ivfpq: dict[str, int] | None = None
+) -> Iterator[Row]:
+    """Build, save, reload and search each FAISS type over ``size`` synthetic vectors.
+
+    ``ivfpq`` overrides the shipped ivfpq parameters (``ivf_nlist``, ``ivf_nprobe``, ``pq_m``, ``pq_nbits``).
+    """
     vectors = synthetic_vectors(size, seed)
     query_vectors = synthetic_queries(vectors, queries, seed)
     ids = [str(i) for i in range(size)]
     exact: list[set[str]] | None = None
     for index_type in ["flat", *[t for t in types if t != "flat"]]:
-        config = FaissConfig(index_type=index_type)
+        config = FaissConfig(index_type=index_type, **(ivfpq or {}) if index_type == "ivfpq" else {})
         faiss.omp_set_num_threads(2)  # builds are offline work: both cores
         started, started_cpu = time.perf_counter(), time.process_time()
         built = DenseIndex.build(vectors, ids, config)
@@ -192,6 +206,7 @@ def dense_rows(size: int, types: list[str], queries: int, seed: int, workdir: Pa
                 queries,
                 recall,
                 _load(),
+                _params(config),
             )
         del index
 
@@ -266,11 +281,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="also time the ONNX encoder on the first N SciFact documents and 200 training queries",
     )
+    for flag, field in (("--ivf-nlist", "ivf_nlist"), ("--ivf-nprobe", "ivf_nprobe"), ("--pq-m", "pq_m")):
+        default = getattr(FaissConfig(), field)
+        parser.add_argument(flag, type=int, default=default, dest=field, help=f"ivfpq: {field} (default: {default})")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--workdir", type=Path, default=None, help="where indexes are written (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None, help="append the JSON lines to this file")
     args = parser.parse_args(argv)
-    ivfpq_minimum = FaissConfig(index_type="ivfpq").min_training_vectors
+    ivfpq_minimum = FaissConfig(
+        index_type="ivfpq", ivf_nlist=args.ivf_nlist, ivf_nprobe=args.ivf_nprobe, pq_m=args.pq_m
+    ).min_training_vectors
     if "ivfpq" in args.types and min(args.sizes) < ivfpq_minimum:
         parser.error(f"--sizes: ivfpq needs at least {ivfpq_minimum} vectors to train")
     if args.queries < 1:
@@ -283,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes:
             rows: list[Row] = []
             if not args.no_dense:
-                rows.extend(dense_rows(size, args.types, args.queries, args.seed, workdir))
+                ivfpq = {"ivf_nlist": args.ivf_nlist, "ivf_nprobe": args.ivf_nprobe, "pq_m": args.pq_m}
+                rows.extend(dense_rows(size, args.types, args.queries, args.seed, workdir, ivfpq))
             if args.bm25:
                 rows.append(bm25_row(size, args.queries, args.seed, workdir))
             for row in rows:
