@@ -434,8 +434,13 @@ def embed_documents(
     batch_size: int = 64,
     show_progress: bool = False,
     what: str = "documents",
+    compute: Callable[[list[str]], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Embed ``texts``, reading and filling the cache when one is given.
+
+    ``compute`` replaces this process's encoding on a cache miss (a distributed embedder, e.g. Ray
+    Data actors loading the same weights): it must return the rows ``encoder`` would, in order, and
+    its matrix is checked for shape and cached under the same key.
 
     The cache is keyed by the exact texts (:func:`texts_checksum`), the encoder's
     :func:`cache_key` and ``batch_size`` (padding within a batch moves the last bits). On a miss
@@ -450,6 +455,17 @@ def embed_documents(
         if cached is not None:
             logger.info("%s embeddings read from cache (%d x %d)", what, *cached.shape)
             return cached
+    if compute is not None:
+        started = time.perf_counter()
+        matrix = np.ascontiguousarray(compute(texts), dtype=np.float32)
+        if matrix.shape != (len(texts), encoder.dimension):
+            raise ValueError(
+                f"the embedder returned a {matrix.shape} matrix for {len(texts)} texts of dimension {encoder.dimension}"
+            )
+        logger.info("%s: %d embedded elsewhere in %.0f s", what, len(texts), time.perf_counter() - started)
+        if cache is not None:
+            cache.put(key, digest, matrix)
+        return matrix
     source = encoder.document_encoder() if hasattr(encoder, "document_encoder") else encoder
     started = time.perf_counter()
     parts = []

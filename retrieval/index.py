@@ -131,11 +131,15 @@ class SearchIndex:
         overwrite: bool = False,
         show_progress: bool = False,
         strict: bool = False,
+        embedder: Callable[[list[str]], np.ndarray] | None = None,
     ) -> SearchIndex:
         """Index a BEIR corpus file (or directory) into ``out``, published atomically.
 
         Empty documents are indexed with a logged warning (their count and first ids); with
         ``strict`` the first one is a :class:`~retrieval.errors.DataFormatError` naming file and line.
+        ``embedder`` computes the document vectors on a cache miss instead of ``encoder`` (e.g. a pool
+        of Ray Data actors loading the same weights; see :func:`retrieval.dense.embed_documents`);
+        ``encoder`` still names the vectors in the manifest and the cache, and embeds the drift reference.
         """
         started = time.perf_counter()
         corpus_path = resolve_corpus_path(corpus)
@@ -155,7 +159,9 @@ class SearchIndex:
 
         logger.info("embedding %d documents with %s", len(documents), encoder.name)
         t0 = time.perf_counter()
-        embeddings = embed_documents(encoder, texts, cache=cache, batch_size=batch_size, show_progress=show_progress)
+        embeddings = embed_documents(
+            encoder, texts, cache=cache, batch_size=batch_size, show_progress=show_progress, compute=embedder
+        )
         embed_seconds = time.perf_counter() - t0
         embeddings, empty_rows = zero_empty_rows(documents, embeddings)
         dense = DenseIndex.build(embeddings, doc_ids, faiss_config)

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from artifacts import (
     ArtifactNotFoundError,
@@ -145,13 +148,15 @@ class ShardedSearchIndex(SearchIndex):
         overwrite: bool = False,
         show_progress: bool = False,
         strict: bool = False,
+        embedder: Callable[[list[str]], np.ndarray] | None = None,
     ) -> ShardedSearchIndex:
         """Index a BEIR corpus into ``shards`` shards under ``out``, published atomically.
 
         Raises :class:`IndexBuildError` (before any embedding) when the shard count does not fit
         the corpus or a shard is too small to train the FAISS index; nothing is written then.
         Empty documents are handled as by :meth:`SearchIndex.build` (indexed with a warning, or with
-        ``strict`` a :class:`~retrieval.errors.DataFormatError` naming file and line).
+        ``strict`` a :class:`~retrieval.errors.DataFormatError` naming file and line). ``embedder`` as
+        in :meth:`SearchIndex.build`.
         """
         started = time.perf_counter()
         corpus_path = resolve_corpus_path(corpus)
@@ -173,7 +178,9 @@ class ShardedSearchIndex(SearchIndex):
 
         logger.info("embedding %d documents with %s", len(documents), encoder.name)
         t0 = time.perf_counter()
-        embeddings = embed_documents(encoder, texts, cache=cache, batch_size=batch_size, show_progress=show_progress)
+        embeddings = embed_documents(
+            encoder, texts, cache=cache, batch_size=batch_size, show_progress=show_progress, compute=embedder
+        )
         embed_seconds = time.perf_counter() - t0
         embeddings, empty_rows = zero_empty_rows(documents, embeddings)
 

@@ -93,6 +93,45 @@ def add_encoder_runtime(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     )
 
 
+LOCAL_RAY = "local"
+"""``--ray`` given without an address: start a private local Ray cluster for this command."""
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def add_ray_options(parser: argparse.ArgumentParser, what: str, cpus_help: str) -> None:
+    """``--ray [ADDRESS]`` and ``--ray-cpus``: run ``what`` on a Ray cluster (service/cluster/)."""
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL_RAY,
+        default=None,
+        metavar="ADDRESS",
+        help=f"{what} on Ray: the cluster at ADDRESS (host:port of its head), or without ADDRESS a private "
+        "local cluster that stops with this command (default: no Ray)",
+    )
+    parser.add_argument(
+        "--ray-cpus",
+        type=positive_float,
+        default=0.5,
+        help=f"with --ray: CPUs each {cpus_help} reserves from Ray's scheduler (default: 0.5)",
+    )
+
+
+def ray_address(args: argparse.Namespace) -> str | None:
+    """The ``--ray`` address for :func:`service.cluster.connect` (None: a private local cluster)."""
+    return None if args.ray == LOCAL_RAY else args.ray
+
+
 def add_client_security(parser: argparse.ArgumentParser, when: str = "--target") -> None:
     """``--token-file``, ``--tls-ca`` and ``--tls-server-name``: how a client command reaches a secured server."""
     parser.add_argument("--token-file", type=Path, help=f"{when}: send 'authorization: Bearer <token>' from this file")

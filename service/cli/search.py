@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -20,19 +21,22 @@ from service.cli import registry as registry_cli
 from service.cli.options import (
     add_client_security,
     add_encoder_runtime,
+    add_ray_options,
     check_artifact,
     check_new_directory,
     connect,
     nonblank,
     positive_int,
+    ray_address,
     rpc_failure,
     top_k,
 )
+from service.cluster.errors import ClusterError
 from service.serving.loading import StartupError
 
 logger = logging.getLogger(__name__)
 
-USER_ERRORS: tuple[type[BaseException], ...] = (SearchError, ArtifactError, StartupError, OSError)
+USER_ERRORS: tuple[type[BaseException], ...] = (SearchError, ArtifactError, StartupError, OSError, ClusterError)
 
 BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 EVAL_DEPTH = 100
@@ -73,6 +77,10 @@ def register(groups: Any) -> None:
         help="refuse a document with neither title nor text (file:line) instead of indexing it with a warning",
     )
     build.add_argument("--overwrite", action="store_true", help="replace an existing index directory")
+    add_ray_options(build, "embed the documents", "encoder actor")
+    build.add_argument(
+        "--ray-actors", type=positive_int, default=2, help="with --ray: encoder actors, each loads the model once"
+    )
     build.set_defaults(func=run_index_build)
 
     search = groups.root.add_parser("search", help="search a local index or a running server")
@@ -202,25 +210,44 @@ def run_index_build(args: argparse.Namespace) -> int:
     # A bad line (bytes that are not UTF-8, a missing field, a duplicate id) fails here, in a second,
     # instead of after the encoder has loaded; the build reads the file again (cheap next to embedding).
     documents = sum(1 for _ in iter_corpus(args.corpus, strict=args.strict))
-    logger.info(
-        "%s: %d documents read; loading encoder %s (%s)", args.corpus, documents, args.encoder, args.encoder_runtime
-    )
-    # A build is one process: give the encoder every core.
-    encoder = load_encoder(args.encoder, args.encoder_runtime, threads=os.cpu_count() or 1)
-    options: dict[str, Any] = {
-        "bm25_config": bm25_config,
-        "faiss_config": faiss_config,
-        "cache": None if args.no_cache else EmbeddingCache(),
-        "batch_size": args.batch_size,
-        "overwrite": args.overwrite,
-        "show_progress": True,
-        "strict": args.strict,
-    }
-    if args.shards is None:
-        build = lambda out: SearchIndex.build(args.corpus, out, encoder, **options)  # noqa: E731
-    else:
-        build = lambda out: ShardedSearchIndex.build(args.corpus, out, encoder, shards=args.shards, **options)  # noqa: E731
-    index, out = registry_cli.publish_build(args, "search-index", build, args.out)
+    with contextlib.ExitStack() as stack:
+        embedder = None
+        if args.ray is not None:
+            # A dead or wrong address fails here, before the encoder loads (ClusterUnavailableError, exit 2);
+            # a local cluster stops when the build ends, however it ends.
+            from service.cluster import EncoderSpec, RayEmbedConfig, embed_texts
+            from service.cluster import connect as connect_ray
+
+            stack.enter_context(connect_ray(ray_address(args), num_cpus=os.cpu_count() or 1))
+            spec = EncoderSpec(args.encoder, args.encoder_runtime)
+            config = RayEmbedConfig(
+                actors=args.ray_actors, cpus_per_actor=args.ray_cpus, encode_batch_size=args.batch_size
+            )
+
+            def embedder(texts: list[str]) -> Any:
+                logger.info("embedding on Ray: %d actor(s) of %s CPU each", args.ray_actors, args.ray_cpus)
+                return embed_texts(texts, spec, config)
+
+        logger.info(
+            "%s: %d documents read; loading encoder %s (%s)", args.corpus, documents, args.encoder, args.encoder_runtime
+        )
+        # A build is one process: give the encoder every core (with --ray it embeds only the drift reference).
+        encoder = load_encoder(args.encoder, args.encoder_runtime, threads=os.cpu_count() or 1)
+        options: dict[str, Any] = {
+            "bm25_config": bm25_config,
+            "faiss_config": faiss_config,
+            "cache": None if args.no_cache else EmbeddingCache(),
+            "batch_size": args.batch_size,
+            "overwrite": args.overwrite,
+            "show_progress": True,
+            "strict": args.strict,
+            "embedder": embedder,
+        }
+        if args.shards is None:
+            build = lambda out: SearchIndex.build(args.corpus, out, encoder, **options)  # noqa: E731
+        else:
+            build = lambda out: ShardedSearchIndex.build(args.corpus, out, encoder, shards=args.shards, **options)  # noqa: E731
+        index, out = registry_cli.publish_build(args, "search-index", build, args.out)
     stats = index.manifest.stats
     seconds = stats["build_seconds"]
     empty = stats.get("empty_documents", 0)

@@ -110,7 +110,11 @@ class EncodeBatch:
     """The Ray Data callable class: one encoder per actor, loaded once in the constructor."""
 
     def __init__(self, factory: EncoderFactory, encode_batch_size: int = 64) -> None:
-        self._encoder = factory()
+        encoder = factory()
+        # The encoder that fills the document cache (a torch encoder hands documents to its float32
+        # ONNX graph: one cache content per weights), so the actors compute what a local build would.
+        document_encoder = getattr(encoder, "document_encoder", None)
+        self._encoder = document_encoder() if callable(document_encoder) else encoder
         self._batch_size = encode_batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -40,3 +40,34 @@ def test_torch_encoder_wraps_a_loaded_model() -> None:
 def test_load_encoder_refuses_an_unknown_runtime() -> None:
     with pytest.raises(ValueError, match="unknown encoder runtime 'tensorrt'"):
         load_encoder(runtime="tensorrt")
+
+
+def test_a_distributed_embedder_fills_the_cache_entry_a_local_build_reads(tmp_path) -> None:
+    from retrieval.dense import EmbeddingCache, embed_documents
+    from tests.conftest import TINY_KEYWORDS, FakeEncoder
+
+    texts = ["a cat and a kitten", "a dog", "birds"]
+    cache = EmbeddingCache(tmp_path)
+    elsewhere: list[list[str]] = []
+
+    def compute(batch: list[str]) -> np.ndarray:
+        elsewhere.append(batch)
+        return FakeEncoder(TINY_KEYWORDS).encode(batch)
+
+    encoder = FakeEncoder(TINY_KEYWORDS)
+    matrix = embed_documents(encoder, texts, cache=cache, compute=compute)
+    assert elsewhere == [texts] and encoder.calls == []  # computed elsewhere, not by the local encoder
+    again = embed_documents(encoder, texts, cache=cache)  # the local build finds the same entry
+    np.testing.assert_array_equal(again, matrix)
+    assert encoder.calls == []
+
+
+def test_a_distributed_embedder_with_the_wrong_shape_is_refused(tmp_path) -> None:
+    from retrieval.dense import EmbeddingCache, embed_documents
+    from tests.conftest import TINY_KEYWORDS, FakeEncoder
+
+    encoder = FakeEncoder(TINY_KEYWORDS)
+    cache = EmbeddingCache(tmp_path)
+    with pytest.raises(ValueError, match=r"returned a \(1, 7\) matrix for 2 texts"):
+        embed_documents(encoder, ["a", "b"], cache=cache, compute=lambda texts: np.zeros((1, 7), dtype=np.float32))
+    assert list(tmp_path.glob("*.npy")) == []  # nothing cached
