@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -23,6 +23,7 @@ from retrieval.drift import search_features
 from retrieval.errors import InvalidRequestError
 from retrieval.fusion import FusionConfig, fuse
 from retrieval.index import SearchIndex
+from retrieval.shards import collect_missing
 from retrieval.types import Document, Hit, ScoredHit
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     reranker_version: str | None = None
     drift_features: dict[str, float] = field(default_factory=dict)
+    missing_shards: tuple[str, ...] = ()  # shards of a remote index that did not answer (their hits are absent)
 
 
 def snippet(document: Document, max_chars: int = 240) -> str:
@@ -144,7 +146,16 @@ class Searcher:
         return [self.run(request, vectors.get(i)) for i, request in enumerate(requests)]
 
     def run(self, request: SearchRequest, query_vector: np.ndarray | None) -> SearchResult:
-        """Serve one request whose query vector (if its mode needs one) is already computed."""
+        """Serve one request whose query vector (if its mode needs one) is already computed.
+
+        ``missing_shards`` of the result names the shards of a sharded index that did not answer
+        (remote shards only); the hits are then those of the shards that did.
+        """
+        with collect_missing() as missing:
+            result = self._run(request, query_vector)
+        return replace(result, missing_shards=tuple(sorted(missing))) if missing else result
+
+    def _run(self, request: SearchRequest, query_vector: np.ndarray | None) -> SearchResult:
         timings: dict[str, float] = {}
         if request.rerank and self.reranker is None:
             raise InvalidRequestError("rerank", "no reranker is loaded on this server")

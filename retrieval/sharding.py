@@ -44,13 +44,14 @@ from artifacts import (
     utc_now,
 )
 from artifacts.drift import read_reference, write_reference
-from retrieval.bm25 import BM25Config
+from retrieval.bm25 import BM25Config, BM25Index
 from retrieval.bm25_stats import BM25Statistics, build_shard_bm25
 from retrieval.corpus import load_corpus, resolve_corpus_path
 from retrieval.dense import DenseIndex, EmbeddingCache, Encoder, FaissConfig, embed_documents
 from retrieval.errors import IndexBuildError
 from retrieval.index import KIND, SearchIndex, drift_reference, register_layout, zero_empty_rows
 from retrieval.shards import (
+    SHARD_DOCS_FILE,
     SHARD_FORMAT_VERSION,
     SHARD_KIND,
     IndexShard,
@@ -58,6 +59,7 @@ from retrieval.shards import (
     Scatter,
     ShardedBM25,
     ShardedDense,
+    ShardOpener,
     sequential,
 )
 from retrieval.tokenization import Tokenizer, TokenizerConfig
@@ -272,11 +274,21 @@ class ShardedSearchIndex(SearchIndex):
         return cls(documents, list(shards), manifest, path, tokenizer=tokenizer, vocabulary=statistics.vocabulary)
 
     @classmethod
-    def load(cls, path: str | Path, *, verify: bool = True, scatter: Scatter = sequential) -> ShardedSearchIndex:
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        verify: bool = True,
+        scatter: Scatter = sequential,
+        open_shard: ShardOpener | None = None,
+    ) -> ShardedSearchIndex:
         """Open a sharded index directory. With ``verify``, every file must match its checksum.
 
         ``scatter`` runs the per-shard calls of every search (:func:`retrieval.shards.concurrent`
-        runs them at once).
+        runs them at once). ``open_shard(directory, name, documents)`` gives the shard that answers
+        for a shard directory instead of loading it here: a remote shard (e.g. a Ray Serve deployment
+        that loaded the directory itself). This process then holds the documents (for snippets and
+        reranker features) and one shard's BM25 vocabulary, memory-mapped, but no shard's index.
 
         Raises ``ArtifactNotFoundError`` or ``CorruptArtifactError`` naming the shard (missing
         directory, a file that fails its checksum, a shard manifest the parent does not list).
@@ -293,7 +305,7 @@ class ShardedSearchIndex(SearchIndex):
                 raise ArtifactNotFoundError(f"{path}: shard {entry['name']} is missing (no directory {entry['name']}/)")
         if verify:
             _verify(path, manifest, [entry["name"] for entry in entries])
-        shards: list[LocalShard] = []
+        shards: list[IndexShard] = []
         for entry in entries:
             name = entry["name"]
             shard_manifest = Manifest.read(path / name, kind=SHARD_KIND, max_format_version=SHARD_FORMAT_VERSION)
@@ -303,7 +315,10 @@ class ShardedSearchIndex(SearchIndex):
                     f"(content id {shard_manifest.content_id}, expected {entry['content_id']})"
                 )
             try:
-                shard = LocalShard.load(path / name, faiss_config, name=name)
+                if open_shard is None:
+                    shard: IndexShard = LocalShard.load(path / name, faiss_config, name=name)
+                else:
+                    shard = open_shard(path / name, name, load_corpus(path / name / SHARD_DOCS_FILE))
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 raise CorruptArtifactError(f"{path}: shard {name}: cannot load: {exc}") from exc
             if shard.doc_count != entry["doc_count"]:
@@ -312,7 +327,10 @@ class ShardedSearchIndex(SearchIndex):
                 )
             shards.append(shard)
         documents = [doc for shard in shards for doc in shard.documents]
-        first = shards[0].bm25
+        if isinstance(shards[0], LocalShard):
+            first = shards[0].bm25
+        else:  # the analyzer and vocabulary (the same in every shard: corpus-wide statistics)
+            first = BM25Index.load(path / shards[0].name, [doc.doc_id for doc in shards[0].documents], mmap=True)
         try:
             reference = read_reference(path)
         except (OSError, ValueError, KeyError) as exc:

@@ -20,10 +20,12 @@ Example:
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -51,6 +53,7 @@ class IndexShard(Protocol):
 
     name: str
     doc_count: int
+    documents: list[Document]
 
     def bm25_top(self, query_tokens: Sequence[str], k: int) -> list[Hit]:
         """Top ``k`` documents of the shard for an analyzed query, by (score desc, position)."""
@@ -129,6 +132,32 @@ class LocalShard:
         return self.dense.vectors(positions)
 
 
+_MISSING: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("sleuth_missing_shards", default=None)
+
+
+@contextmanager
+def collect_missing() -> Iterator[set[str]]:
+    """The names of the shards that did not answer a call made inside this block (see :func:`record_missing`).
+
+    A remote shard that cannot answer (every replica gone, no answer before its timeout) records
+    itself and answers empty, so the search is exactly the search over the shards that answered and
+    the caller can say which did not; a result is never silently partial.
+    """
+    missing: set[str] = set()
+    token = _MISSING.set(missing)
+    try:
+        yield missing
+    finally:
+        _MISSING.reset(token)
+
+
+def record_missing(shard: str) -> None:
+    """Note that ``shard`` did not answer, for the innermost :func:`collect_missing` block (if any)."""
+    missing = _MISSING.get()
+    if missing is not None:
+        missing.add(shard)
+
+
 def write_documents(path: Path, documents: Sequence[Document]) -> None:
     """Documents as BEIR JSON lines (``_id``, ``title``, ``text``), the docstore of an index."""
     with open(path, "w", encoding="utf-8") as handle:
@@ -158,12 +187,18 @@ def concurrent(executor: Executor) -> Scatter:
     """A scatter that runs the shards' calls on ``executor`` at once and returns them in shard order."""
 
     def scatter(function: Callable[[IndexShard], T], shards: Sequence[IndexShard]) -> list[T]:
-        return list(executor.map(function, shards))
+        # Each call runs in a copy of the caller's context, so a shard's record_missing reaches the
+        # caller's collect_missing block from the executor's thread.
+        contexts = [contextvars.copy_context() for _ in shards]
+        return list(executor.map(lambda pair: pair[0].run(function, pair[1]), zip(contexts, shards, strict=True)))
 
     return scatter
 
 
 Scatter = Callable[[Callable[[IndexShard], Any], Sequence[IndexShard]], list[Any]]
+
+ShardOpener = Callable[[Path, str, list[Document]], IndexShard]
+"""``(shard directory, shard name, its documents) -> the shard that answers for it`` (a remote one)."""
 
 
 class _ShardRanges:

@@ -21,7 +21,7 @@ from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher, SearchRequest
 from retrieval.rerank_features import candidate_features
 from retrieval.sharding import ShardedSearchIndex, partition
-from retrieval.shards import IndexShard, LocalShard, concurrent
+from retrieval.shards import IndexShard, LocalShard, concurrent, record_missing
 from retrieval.tokenization import Tokenizer
 from tests.conftest import TINY_KEYWORDS, FakeEncoder
 
@@ -311,3 +311,71 @@ def test_empty_documents_are_indexed_as_unsharded_and_refused_with_strict(encode
     with pytest.raises(DataFormatError, match=r"corpus.jsonl:6"):
         ShardedSearchIndex.build(path, tmp_path / "strict", encoder, shards=3, strict=True)
     assert not (tmp_path / "strict").exists()
+
+
+class _Unreachable:
+    """Stands for a remote shard whose replicas are all gone: it records itself and answers empty."""
+
+    def __init__(self, shard: LocalShard) -> None:
+        self.name, self.doc_count, self.documents = shard.name, shard.doc_count, shard.documents
+        self.dimension = shard.dense.dimension
+
+    def bm25_top(self, query_tokens, k):
+        record_missing(self.name)
+        return []
+
+    def dense_top(self, query_vectors, k):
+        record_missing(self.name)
+        return [[] for _ in range(len(query_vectors))]
+
+    def bm25_contributions(self, term_ids, positions):
+        record_missing(self.name)
+        return np.zeros((len(term_ids), len(positions)), dtype=np.float32)
+
+    def document_frequencies(self, term_ids):
+        record_missing(self.name)
+        return np.zeros(len(term_ids), dtype=np.int64)
+
+    def dense_vectors(self, positions):
+        record_missing(self.name)
+        return np.zeros((len(positions), self.dimension), dtype=np.float32)
+
+
+def test_opened_shards_answer_as_loaded_ones_and_a_silent_shard_is_named(
+    sharded: dict[int, SearchIndex], encoder: FakeEncoder
+) -> None:
+    path = sharded[3].path
+    assert path is not None
+    config = FaissConfig.from_dict(sharded[3].manifest.params["faiss"])
+    opened: list[str] = []
+
+    def open_local(directory: Path, name: str, documents: list) -> IndexShard:
+        opened.append(name)
+        shard = LocalShard.load(directory, config, name=name)
+        assert [d.doc_id for d in documents] == [d.doc_id for d in shard.documents]
+        return shard
+
+    with ThreadPoolExecutor(3) as pool:
+        same = ShardedSearchIndex.load(path, open_shard=open_local, scatter=concurrent(pool))
+        assert opened == ["shard-000", "shard-001", "shard-002"]
+        for mode in ("bm25", "dense", "hybrid"):
+            request = SearchRequest("dog and cat", top_k=20, mode=mode)
+            result = Searcher(same, encoder).search(request)
+            assert result.missing_shards == ()
+            assert [(h.doc_id, h.score) for h in result.hits] == _ranking(sharded[3], encoder, request)
+
+        def second_down(directory: Path, name: str, documents: list) -> IndexShard:
+            shard = LocalShard.load(directory, config, name=name)
+            return _Unreachable(shard) if name == "shard-001" else shard  # type: ignore[return-value]
+
+        partial = ShardedSearchIndex.load(path, open_shard=second_down, scatter=concurrent(pool))
+        lost = {d.doc_id for d in partial.shards[1].documents}
+        for mode in ("bm25", "dense", "hybrid"):
+            request = SearchRequest("dog and cat", top_k=42, mode=mode)
+            result = Searcher(partial, encoder).search(request)
+            assert result.missing_shards == ("shard-001",)
+            full = _ranking(sharded[3], encoder, request)
+            got = [(h.doc_id, h.score) for h in result.hits]
+            assert got and not lost & {d for d, _ in got}
+            if mode != "hybrid":  # one retriever: exactly the full list without the silent shard's documents
+                assert got == [(d, s) for d, s in full if d not in lost]
