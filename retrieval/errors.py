@@ -22,3 +22,11 @@ class DataFormatError(SearchError, ValueError):
 
 class IndexBuildError(SearchError, ValueError):
     """An index cannot be built as asked (shard count, FAISS parameters against the corpus size)."""
+
+
+class ShardsUnavailableError(SearchError):
+    """No shard of a sharded index answered a search: there is no result to give, not even a partial one."""
+
+    def __init__(self, shards: tuple[str, ...]) -> None:
+        super().__init__(f"no shard answered ({', '.join(shards)}); try again shortly")
+        self.shards = shards

@@ -20,7 +20,7 @@ import numpy as np
 from artifacts import IncompatibleArtifactError
 from retrieval.dense import Encoder
 from retrieval.drift import search_features
-from retrieval.errors import InvalidRequestError
+from retrieval.errors import InvalidRequestError, ShardsUnavailableError
 from retrieval.fusion import FusionConfig, fuse
 from retrieval.index import SearchIndex
 from retrieval.shards import collect_missing
@@ -153,7 +153,11 @@ class Searcher:
         """
         with collect_missing() as missing:
             result = self._run(request, query_vector)
-        return replace(result, missing_shards=tuple(sorted(missing))) if missing else result
+        if not missing:
+            return result
+        if len(missing) >= len(getattr(self.index, "shards", ())):
+            raise ShardsUnavailableError(tuple(sorted(missing)))
+        return replace(result, missing_shards=tuple(sorted(missing)))
 
     def _run(self, request: SearchRequest, query_vector: np.ndarray | None) -> SearchResult:
         timings: dict[str, float] = {}

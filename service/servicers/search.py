@@ -86,6 +86,7 @@ def response_to_proto(
         server_time_ms=elapsed_ms,
         reranker_version=result.reranker_version or "",
         mode=mode,
+        missing_shards=list(result.missing_shards),
     )
 
 

@@ -12,7 +12,7 @@ import uuid
 import grpc
 
 from artifacts import ArtifactError, VersionNotFoundError
-from retrieval.errors import InvalidRequestError
+from retrieval.errors import InvalidRequestError, ShardsUnavailableError
 from service.serving.limits import DeadlineExpiredError, OverloadedError
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     if isinstance(exc, DeadlineExpiredError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
+    if isinstance(exc, ShardsUnavailableError):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
     incident = uuid.uuid4().hex[:12]
     logger.error("internal error (incident %s)", incident, exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log"

@@ -15,7 +15,7 @@ from artifacts import ArtifactNotFoundError, CorruptArtifactError, Manifest, sha
 from retrieval.bm25 import BM25Config, BM25Index
 from retrieval.bm25_stats import BM25Statistics, build_shard_bm25
 from retrieval.dense import DenseIndex, FaissConfig
-from retrieval.errors import DataFormatError, IndexBuildError
+from retrieval.errors import DataFormatError, IndexBuildError, ShardsUnavailableError
 from retrieval.fusion import FusionConfig
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher, SearchRequest
@@ -379,3 +379,17 @@ def test_opened_shards_answer_as_loaded_ones_and_a_silent_shard_is_named(
             assert got and not lost & {d for d, _ in got}
             if mode != "hybrid":  # one retriever: exactly the full list without the silent shard's documents
                 assert got == [(d, s) for d, s in full if d not in lost]
+
+
+def test_no_shard_answering_is_an_error_not_an_empty_result(
+    sharded: dict[int, SearchIndex], encoder: FakeEncoder
+) -> None:
+    path = sharded[2].path
+    assert path is not None
+    config = FaissConfig.from_dict(sharded[2].manifest.params["faiss"])
+    dead = ShardedSearchIndex.load(
+        path,
+        open_shard=lambda d, n, docs: _Unreachable(LocalShard.load(d, config, name=n)),  # type: ignore[arg-type,return-value]
+    )
+    with pytest.raises(ShardsUnavailableError, match=r"no shard answered \(shard-000, shard-001\)"):
+        Searcher(dead, encoder).search(SearchRequest("dog and cat", mode="bm25"))

@@ -67,7 +67,7 @@ class Hit(_message.Message):
     def __init__(self, doc_id: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., title: _Optional[str] = ..., snippet: _Optional[str] = ..., stages: _Optional[_Union[StageScores, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "index_version", "server_time_ms", "reranker_version", "mode", "request_id", "experiment", "arm")
+    __slots__ = ("hits", "index_version", "server_time_ms", "reranker_version", "mode", "request_id", "experiment", "arm", "missing_shards")
     HITS_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     SERVER_TIME_MS_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class SearchResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARDS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     index_version: str
     server_time_ms: float
@@ -84,7 +85,8 @@ class SearchResponse(_message.Message):
     request_id: str
     experiment: str
     arm: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., index_version: _Optional[str] = ..., server_time_ms: _Optional[float] = ..., reranker_version: _Optional[str] = ..., mode: _Optional[str] = ..., request_id: _Optional[str] = ..., experiment: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
+    missing_shards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., index_version: _Optional[str] = ..., server_time_ms: _Optional[float] = ..., reranker_version: _Optional[str] = ..., mode: _Optional[str] = ..., request_id: _Optional[str] = ..., experiment: _Optional[str] = ..., arm: _Optional[str] = ..., missing_shards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BatchSearchRequest(_message.Message):
     __slots__ = ("requests",)
