@@ -49,6 +49,11 @@ class ServerConfig:
     experiment: Path | None = None  # JSON experiment file, re-read when it changes
     feedback_db: Path | None = None  # SQLite feedback log; None: no FeedbackService
     drift_threshold: float = 0.25  # PSI above which a drift feature is in alarm
+    # Shards on Ray Serve (see service/cluster/remote_index.py); ray is "local" or a head address.
+    ray: str | None = None
+    ray_replicas: int = 2  # replicas per shard
+    ray_cpus: float = 0.5  # CPUs each replica reserves
+    shard_timeout_seconds: float = 2.0  # a shard that has not answered by then is named in missing_shards
 
     @property
     def address(self) -> str:

@@ -108,7 +108,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_ray_options(parser: argparse.ArgumentParser, what: str, cpus_help: str) -> None:
+def add_ray_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str, cpus_help: str) -> None:
     """``--ray [ADDRESS]`` and ``--ray-cpus``: run ``what`` on a Ray cluster (service/cluster/)."""
     parser.add_argument(
         "--ray",

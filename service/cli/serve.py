@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from artifacts import ArtifactError
-from service.cli.options import add_encoder_runtime, check_artifact, check_file, positive_int
+from service.cli.options import (
+    add_encoder_runtime,
+    add_ray_options,
+    check_artifact,
+    check_file,
+    positive_float,
+    positive_int,
+    ray_address,
+)
+from service.cluster.errors import ClusterError
 from service.config import DEFAULT_PORT, ServerConfig
 from service.security import SecurityConfigError, check_admin_exposure, load_token
 
@@ -21,7 +30,7 @@ class ServeOptionError(Exception):
     """Options that do not go together, or a value out of range."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (SecurityConfigError, ArtifactError, ServeOptionError)
+USER_ERRORS: tuple[type[BaseException], ...] = (SecurityConfigError, ArtifactError, ServeOptionError, ClusterError)
 
 
 def register(groups: Any) -> None:
@@ -66,6 +75,16 @@ def register(groups: Any) -> None:
     )
     perf.add_argument("--torch-threads", type=positive_int, help="torch threads per worker (default: cores / workers)")
 
+    cluster = serve.add_argument_group("shards on Ray Serve (service/cluster/, docs/scaling.md)")
+    add_ray_options(cluster, "serve the shards of a sharded index", "shard replica")
+    cluster.add_argument("--replicas", type=positive_int, default=2, help="with --ray: replicas per shard (default 2)")
+    cluster.add_argument(
+        "--shard-timeout",
+        type=positive_float,
+        default=2.0,
+        help="with --ray: seconds a shard has to answer before it is named in missing_shards (default 2.0)",
+    )
+
     security = serve.add_argument_group("security (service/security.py)")
     security.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve TLS only")
     security.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
@@ -101,6 +120,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise ArtifactError("give --index or --registry, not both")
     if not args.drift_threshold > 0:
         raise ServeOptionError(f"--drift-threshold must be positive, got {args.drift_threshold}")
+    if args.ray is not None and args.workers > 1:
+        raise ServeOptionError("--ray serves from one front process; scale with --replicas (or more fronts)")
+    if args.ray is not None and args.index is None and args.registry is None:
+        raise ServeOptionError("--ray serves a sharded index: give --index or --registry")
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -129,6 +152,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         experiment=args.experiment,
         feedback_db=None if args.no_feedback else args.feedback_db,
         drift_threshold=args.drift_threshold,
+        ray=args.ray,
+        ray_replicas=args.replicas,
+        ray_cpus=args.ray_cpus,
+        shard_timeout_seconds=args.shard_timeout,
     )
     # Refuse an unprotected public Admin before loading anything (the server checks again).
     check_admin_exposure(config)
@@ -148,6 +175,14 @@ def check_inputs(config: ServerConfig) -> None:
     if config.registry is not None and not config.registry.is_dir():
         raise ArtifactError(f"--registry {config.registry}: no such registry directory")
     check_artifact(config.index, "search-index", "--index")
+    if config.ray is not None and config.index is not None:
+        from artifacts import Manifest
+        from retrieval.sharding import is_sharded
+
+        if not is_sharded(Manifest.read(config.index)):
+            raise ServeOptionError(
+                f"--index {config.index}: --ray serves a sharded index; build one with 'sleuth index build --shards N'"
+            )
     check_artifact(config.reranker, "reranker", "--reranker")
     check_artifact(config.kb, "kb", "--kb")
     check_artifact(config.linker_model, "linker", "--model")
@@ -165,4 +200,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     check_inputs(config)
-    return run(config)
+    if config.ray is None:
+        return run(config)
+    import os
+
+    from service.cluster import connect
+
+    # The cluster is joined (or a private one started) before anything loads; a private cluster stops
+    # when the server stops, SIGTERM included.
+    with connect(ray_address(args), num_cpus=os.cpu_count() or 1):
+        return run(config)

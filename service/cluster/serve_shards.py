@@ -101,9 +101,18 @@ class ShardReplica:
     def dense_top(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         return self._shard.dense_top(vector, k)
 
+    def call(self, verb: str, *args: Any) -> Any:
+        """One :class:`retrieval.shards.IndexShard` verb on the loaded shard (what a ``RemoteShard`` asks)."""
+        if verb not in SHARD_VERBS:
+            raise ValueError(f"unknown shard verb {verb!r} (one of {', '.join(sorted(SHARD_VERBS))})")
+        return getattr(self._shard, verb)(*args)
+
     def pid(self) -> int:
         """The replica's process id (fault tests kill replicas by it)."""
         return os.getpid()
+
+
+SHARD_VERBS = frozenset({"bm25_top", "dense_top", "bm25_contributions", "document_frequencies", "dense_vectors"})
 
 
 ShardDeployment = serve.deployment(name="shard")(ShardReplica)

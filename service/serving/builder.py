@@ -162,8 +162,15 @@ async def create_server(config: ServerConfig, services: Services) -> RunningServ
     check_admin_exposure(config)
     _access_log()
     metrics = ServerMetrics()
+    release = services.on_search_release
+
+    def release_index(version: str, searcher: Searcher) -> None:
+        # A reranker swap keeps the index: release its resources only when no live searcher uses it.
+        if release is not None and all(s.index is not searcher.index for s in search_state.live_values()):
+            release(version, searcher)
+
     search_state: ServingState[Searcher] = ServingState(
-        SEARCH_INDEX, services.searcher, services.searcher.index.version
+        SEARCH_INDEX, services.searcher, services.searcher.index.version, on_release=release_index
     )
     registry = Registry.open(config.registry) if config.registry is not None else None
     lifecycle = Lifecycle(
@@ -171,6 +178,7 @@ async def create_server(config: ServerConfig, services: Services) -> RunningServ
         registry,
         encoder_factory=encoder_factory(config),
         on_swap=lambda kind, outcome: metrics.swaps.labels(kind, outcome).inc(),
+        index_loader=services.index_loader,
     )
     metrics.watch_versions(lifecycle.served)
     handler_tasks = HandlerTasks()

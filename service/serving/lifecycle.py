@@ -97,9 +97,14 @@ def reranker_version(searcher: Searcher) -> str | None:
     return searcher.reranker.version if searcher.reranker is not None else None
 
 
-def load_search_index(path: Path, current: Searcher, encoder_factory: EncoderFactory) -> Searcher:
+def load_search_index(
+    path: Path,
+    current: Searcher,
+    encoder_factory: EncoderFactory,
+    index_loader: Callable[[Path], SearchIndex] = SearchIndex.load,
+) -> Searcher:
     """A Searcher on the index at ``path``, keeping the current reranker (and encoder when it fits)."""
-    index = SearchIndex.load(path)  # verifies every file's checksum
+    index = index_loader(path)  # verifies every file's checksum
     wanted = index.encoder_info.get("checksum")
     if wanted is None or wanted == current.encoder.checksum:
         encoder = current.encoder
@@ -130,11 +135,14 @@ class Lifecycle:
         *,
         encoder_factory: EncoderFactory = default_encoder_factory,
         on_swap: Callable[[str, str], None] | None = None,
+        index_loader: Callable[[Path], SearchIndex] = SearchIndex.load,
     ) -> None:
         self.search = search
         self.registry = registry
         self._bindings: dict[str, _Binding] = {
-            SEARCH_INDEX: _Binding(search, lambda p, cur: load_search_index(p, cur, encoder_factory), searcher_version),
+            SEARCH_INDEX: _Binding(
+                search, lambda p, cur: load_search_index(p, cur, encoder_factory, index_loader), searcher_version
+            ),
             RERANKER: _Binding(search, load_reranker_version, reranker_version),
         }
         self._lock = asyncio.Lock()

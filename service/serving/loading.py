@@ -33,10 +33,17 @@ class StartupError(Exception):
 
 @dataclass
 class Services:
-    """What the server serves, loaded and ready."""
+    """What the server serves, loaded and ready.
+
+    ``index_loader`` opens the search index versions that Admin or the registry switch to (default
+    :meth:`SearchIndex.load`); ``on_search_release(version, searcher)`` runs once a swapped-out
+    searcher serves no request any more (``serve --ray`` retires its shards there).
+    """
 
     searcher: Searcher
     linker: LoadedLinker | None = None
+    index_loader: Callable[[Path], SearchIndex] = SearchIndex.load
+    on_search_release: Callable[[str, Any], None] | None = None
 
 
 def load_services(config: ServerConfig) -> Services:
@@ -55,10 +62,26 @@ def load_services(config: ServerConfig) -> Services:
         logger.info("encoder %s ready in %.1f s", name, time.perf_counter() - started)
         return encoder
 
+    index_loader: Callable[[Path], SearchIndex] = SearchIndex.load
+    on_release = None
+    if config.ray is not None:
+        if config.registry is None and config.index is None:
+            raise StartupError("serve --ray serves a sharded index: give --index or --registry")
+        from concurrent.futures import ThreadPoolExecutor
+
+        from service.cluster.remote_index import RayIndexServing
+
+        ray_serving = RayIndexServing(
+            ThreadPoolExecutor(max_workers=64, thread_name_prefix="sleuth-shards"),
+            replicas=config.ray_replicas,
+            cpus_per_replica=config.ray_cpus,
+            timeout_s=config.shard_timeout_seconds,
+        )
+        index_loader, on_release = ray_serving.load, ray_serving.release_searcher
     started = time.perf_counter()
     if config.registry is not None or config.index is not None:
         logger.info("loading search index %s", config.index or f"(active in the registry {config.registry})")
-        index = registry_index(config) if config.index is None else SearchIndex.load(config.index)
+        index = registry_index(config, index_loader) if config.index is None else index_loader(config.index)
         logger.info(
             "search index %s (%d documents) loaded in %.1f s", index.version, len(index), time.perf_counter() - started
         )
@@ -79,10 +102,10 @@ def load_services(config: ServerConfig) -> Services:
     searcher = Searcher(index, encoder, reranker)
     kb = config.kb or registry_active_path(config, "kb")
     linker = load_linker(encoder, kb, config.linker_model or registry_active_path(config, "linker"))
-    return Services(searcher=searcher, linker=linker)
+    return Services(searcher=searcher, linker=linker, index_loader=index_loader, on_search_release=on_release)
 
 
-def registry_index(config: ServerConfig) -> SearchIndex:
+def registry_index(config: ServerConfig, index_loader: Callable[[Path], SearchIndex] = SearchIndex.load) -> SearchIndex:
     """The registry's active search index (``sleuth serve --registry DIR``)."""
     assert config.registry is not None
     registry = Registry.open(config.registry)
@@ -93,7 +116,7 @@ def registry_index(config: ServerConfig) -> SearchIndex:
             "build one with 'sleuth index build --registry DIR' and 'sleuth registry activate VERSION'"
         )
     logger.info("serving %s from the registry %s", active.version, registry.root)
-    return SearchIndex.load(active.path)
+    return index_loader(active.path)
 
 
 def registry_reranker(config: ServerConfig) -> Reranker | None:

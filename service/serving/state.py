@@ -140,6 +140,11 @@ class ServingState(Generic[T]):
             self._released(old)
         return old.version
 
+    def live_values(self) -> list[T]:
+        """The current value and those still draining (a value released already is not among them)."""
+        with self._lock:
+            return [slot.value for slot in (self._current, *self._draining)]
+
     def status(self) -> list[SlotStatus]:
         """The current version first, then the draining ones."""
         with self._lock:
