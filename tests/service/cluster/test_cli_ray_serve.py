@@ -1,0 +1,93 @@
+"""``sleuth serve --ray`` as a user runs it: a private local cluster, the same answers as a local search, and
+SIGTERM stops the server and its cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.retrieval.test_sharding import medium_docs
+from tests.service.lifecycle_helpers import free_port
+
+pytestmark = [pytest.mark.ray, pytest.mark.integration]
+ROOT = Path(__file__).resolve().parents[3]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _sleuth(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *argv], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600
+    )
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry.name))
+    found, stack = set(), [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.add(child)
+            stack.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_serve_ray_answers_like_a_local_search_and_sigterm_stops_its_cluster(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in medium_docs()), encoding="utf-8")
+    index = tmp_path / "index"
+    built = _sleuth("index", "build", "--corpus", str(corpus), "--out", str(index), "--shards", "2", "--no-cache")
+    assert built.returncode == 0, built.stderr
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--index", str(index), "--ray", "--replicas", "1",
+         "--ray-cpus", "0.1", "--port", str(port), "--no-feedback"],
+        cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while "ready: serving" not in (tmp_path / "serve.log").read_text() and time.monotonic() < deadline:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(1)
+        for mode in ("bm25", "hybrid"):
+            query = ["search", "wild wolf packs", "--mode", mode, "-k", "5", "--json"]
+            remote = _sleuth(*query, "--target", f"127.0.0.1:{port}")
+            local = _sleuth(*query, "--index", str(index))
+            assert remote.returncode == local.returncode == 0, remote.stderr + local.stderr
+            got, expected = json.loads(remote.stdout)["hits"], json.loads(local.stdout)["hits"]
+            assert [h["doc_id"] for h in got] == [h["doc_id"] for h in expected] != []
+            assert [h["score"] for h in got] == pytest.approx([h["score"] for h in expected], abs=1e-5)
+        cluster = _descendants(server.pid)
+        assert len(cluster) >= 3  # the private cluster's processes (GCS, raylet, workers) run under the server
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=120) == 0
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in cluster) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not [pid for pid in cluster if _alive(pid)]
+    finally:
+        if server.poll() is None:
+            server.kill()
+        log.close()
