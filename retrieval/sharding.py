@@ -342,6 +342,48 @@ class ShardedSearchIndex(SearchIndex):
         index.drift_reference = reference
         return index
 
+    @classmethod
+    def load_single(
+        cls,
+        path: str | Path,
+        open_shard: ShardOpener,
+        *,
+        name: str = "shard-000",
+        verify: bool = True,
+        scatter: Scatter = sequential,
+    ) -> ShardedSearchIndex:
+        """An unsharded index directory as a sharded index of one shard, ``name``, opened by ``open_shard``.
+
+        An unsharded index holds the files of one shard (documents, BM25, dense), so a remote layer
+        can serve it like a sharded one (``serve --ray``); one shard's statistics are the corpus's,
+        so results equal :meth:`SearchIndex.load`'s. The version is the index's own.
+
+        Raises ``CorruptArtifactError`` for a file that fails its checksum (with ``verify``) or a
+        sharded directory (use :meth:`load`).
+        """
+        path = Path(path)
+        manifest = Manifest.read(path, kind=KIND)
+        if is_sharded(manifest):
+            raise CorruptArtifactError(f"{path}: a sharded index; open it with ShardedSearchIndex.load")
+        if verify:
+            _verify(path, manifest, [])
+        documents = load_corpus(path / SHARD_DOCS_FILE)
+        try:
+            shard = open_shard(path, name, documents)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise CorruptArtifactError(f"{path}: shard {name}: cannot load: {exc}") from exc
+        bm25 = BM25Index.load(path, [doc.doc_id for doc in documents], mmap=True)
+        try:
+            reference = read_reference(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise CorruptArtifactError(f"{path}: cannot read the drift reference: {exc}") from exc
+        vocabulary = {term: i for term, i in bm25.vocabulary.items() if term}
+        index = cls(
+            documents, [shard], manifest, path, tokenizer=bm25.tokenizer, vocabulary=vocabulary, scatter=scatter
+        )
+        index.drift_reference = reference
+        return index
+
 
 def is_sharded(manifest: Manifest) -> bool:
     """Whether a search-index manifest is a sharded index's parent manifest."""

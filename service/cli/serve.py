@@ -76,7 +76,7 @@ def register(groups: Any) -> None:
     perf.add_argument("--torch-threads", type=positive_int, help="torch threads per worker (default: cores / workers)")
 
     cluster = serve.add_argument_group("shards on Ray Serve (service/cluster/, docs/scaling.md)")
-    add_ray_options(cluster, "serve the shards of a sharded index", "shard replica")
+    add_ray_options(cluster, "serve the index's shards (an unsharded index is one shard)", "shard replica")
     cluster.add_argument("--replicas", type=positive_int, default=2, help="with --ray: replicas per shard (default 2)")
     cluster.add_argument(
         "--shard-timeout",
@@ -123,7 +123,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if args.ray is not None and args.workers > 1:
         raise ServeOptionError("--ray serves from one front process; scale with --replicas (or more fronts)")
     if args.ray is not None and args.index is None and args.registry is None:
-        raise ServeOptionError("--ray serves a sharded index: give --index or --registry")
+        raise ServeOptionError("--ray serves an index's shards: give --index or --registry")
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -175,14 +175,6 @@ def check_inputs(config: ServerConfig) -> None:
     if config.registry is not None and not config.registry.is_dir():
         raise ArtifactError(f"--registry {config.registry}: no such registry directory")
     check_artifact(config.index, "search-index", "--index")
-    if config.ray is not None and config.index is not None:
-        from artifacts import Manifest
-        from retrieval.sharding import is_sharded
-
-        if not is_sharded(Manifest.read(config.index)):
-            raise ServeOptionError(
-                f"--index {config.index}: --ray serves a sharded index; build one with 'sleuth index build --shards N'"
-            )
     check_artifact(config.reranker, "reranker", "--reranker")
     check_artifact(config.kb, "kb", "--kb")
     check_artifact(config.linker_model, "linker", "--model")

@@ -2,9 +2,9 @@
 
 The server process keeps the whole single-node search path (:class:`retrieval.pipeline.Searcher`:
 fusion, reranking, snippets, stage scores) and swaps only where the shards live: each shard of a
-sharded index (``index build --shards N``) is a Serve application of ``replicas`` copies of
-:class:`~service.cluster.serve_shards.ShardReplica`, which loads the shard directory once, and the
-server opens the index with :class:`RemoteShard` in place of each shard
+sharded index (``index build --shards N``; an unsharded index is one shard) is a Serve application
+of ``replicas`` copies of :class:`~service.cluster.serve_shards.ShardReplica`, which loads the shard
+directory once, and the server opens the index with :class:`RemoteShard` in place of each shard
 (:meth:`retrieval.sharding.ShardedSearchIndex.load` with ``open_shard``). Results are therefore those
 of the same index searched in one process.
 
@@ -12,6 +12,9 @@ A :class:`RemoteShard` call is retried on another replica when its replica died 
 read-only); a shard that does not answer within ``timeout_s`` (all replicas gone, overloaded)
 records itself as missing and answers empty, so the response names it in ``missing_shards`` and holds
 the hits of the shards that answered; when none answered, the search fails with UNAVAILABLE.
+
+An unsharded index is served as one shard (``shard-000``, the index directory itself): the same
+files, so the same results.
 
 Versions: :meth:`RayIndexServing.load` deploys a version's shards beside the running ones (or joins
 them when another front deployed them) and :meth:`RayIndexServing.release` deletes them once the
@@ -41,6 +44,9 @@ from retrieval.types import Document, Hit
 from service.cluster.front import replica_lost
 
 logger = logging.getLogger(__name__)
+
+UNSHARDED_SHARD = "shard-000"
+"""The one shard an unsharded index is served as (its directory is the index's own)."""
 
 
 def open_local_shard(directory: str, faiss: dict[str, Any]) -> LocalShard:
@@ -149,14 +155,17 @@ class RayIndexServing:
 
         path = Path(path)
         manifest = Manifest.read(path)
-        if not is_sharded(manifest):
-            raise IncompatibleArtifactError(
-                f"{path}: serve --ray needs a sharded index (build it with 'sleuth index build --shards N')"
-            )
         version = manifest.version
-        entries = manifest.params["sharding"]["shards"]
-        shard_dirs = {entry["name"]: path / entry["name"] for entry in entries}
-        dimension = int(manifest.params["encoder"]["dimension"])
+        sharded = is_sharded(manifest)
+        if sharded:
+            entries = manifest.params["sharding"]["shards"]
+            shard_dirs = {entry["name"]: path / entry["name"] for entry in entries}
+        else:  # an unsharded index holds one shard's files: serve it as one shard
+            shard_dirs = {UNSHARDED_SHARD: path}
+        try:
+            dimension = int(manifest.params["encoder"]["dimension"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IncompatibleArtifactError(f"{path}: manifest has no encoder dimension ({exc})") from None
         with self._lock:
             if version in serve_shards.deployed_versions():
                 logger.info("joining the running shards of %s", version)
@@ -175,7 +184,10 @@ class RayIndexServing:
         def open_shard(directory: Path, name: str, documents: list[Document]) -> RemoteShard:
             return RemoteShard(name, documents, handles[name], dimension=dimension, timeout_s=self.timeout_s)
 
-        return ShardedSearchIndex.load(path, scatter=concurrent(self.executor), open_shard=open_shard)
+        scatter = concurrent(self.executor)
+        if not sharded:
+            return ShardedSearchIndex.load_single(path, open_shard, name=UNSHARDED_SHARD, scatter=scatter)
+        return ShardedSearchIndex.load(path, scatter=scatter, open_shard=open_shard)
 
     def release(self, version: str, value: object = None) -> None:
         """Delete ``version``'s shard applications if this server deployed them (it no longer serves them)."""

@@ -67,7 +67,7 @@ def load_services(config: ServerConfig) -> Services:
     on_release = None
     if config.ray is not None:
         if config.registry is None and config.index is None:
-            raise StartupError("serve --ray serves a sharded index: give --index or --registry")
+            raise StartupError("serve --ray serves an index's shards: give --index or --registry")
         from concurrent.futures import ThreadPoolExecutor
 
         from service.cluster.remote_index import RayIndexServing

@@ -393,3 +393,32 @@ def test_no_shard_answering_is_an_error_not_an_empty_result(
     )
     with pytest.raises(ShardsUnavailableError, match=r"no shard answered \(shard-000, shard-001\)"):
         Searcher(dead, encoder).search(SearchRequest("dog and cat", mode="bm25"))
+
+
+def test_an_unsharded_index_opened_as_one_shard_answers_as_itself(
+    unsharded: SearchIndex, encoder: FakeEncoder, tmp_path: Path
+) -> None:
+    """What ``serve --ray`` serves for an unsharded index: one shard whose directory is the index's."""
+    assert unsharded.path is not None
+    faiss = FaissConfig.from_dict(Manifest.read(unsharded.path).params["faiss"])
+    opened: list[str] = []
+
+    def open_shard(directory: Path, name: str, documents: list) -> LocalShard:
+        opened.append(name)
+        return LocalShard.load(directory, faiss, name=name)
+
+    single = ShardedSearchIndex.load_single(unsharded.path, open_shard)
+    assert opened == ["shard-000"] and single.version == unsharded.version and len(single) == len(unsharded)
+    for mode in ("bm25", "dense", "hybrid"):
+        for query in QUERIES:
+            request = SearchRequest(query, top_k=15, mode=mode)
+            expected = _ranking(unsharded, encoder, request)
+            got = _ranking(single, encoder, request)
+            assert [d for d, _ in got] == [d for d, _ in expected] != []
+            assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-6)
+
+    copy = tmp_path / "copy"
+    shutil.copytree(unsharded.path, copy)
+    (copy / "docs.jsonl").write_text((copy / "docs.jsonl").read_text().replace("wolf", "wolv"))
+    with pytest.raises(CorruptArtifactError, match=r"docs\.jsonl: checksum mismatch"):
+        ShardedSearchIndex.load_single(copy, open_shard)
