@@ -30,7 +30,7 @@ from typing import Any
 
 from ray import serve
 
-from artifacts import Manifest
+from artifacts import IncompatibleArtifactError, Manifest
 from linking import EntityLinker, KnowledgeBase
 from linking.pipeline import LinkOptions, validate_request
 from linking.types import Link, Mention
@@ -179,10 +179,14 @@ class RemoteLinker:
                 time.sleep(min(self.retry_backoff_s * 2 ** (attempt - 1), max(0.0, deadline - time.monotonic())))
 
     def with_kb(self, kb: KnowledgeBase) -> EntityLinker:
-        raise ClusterError("serve --ray: switching the KB of a running server is not supported; restart it")
+        """Refused (Admin answers FAILED_PRECONDITION): the replicas hold the KB they were deployed with."""
+        raise IncompatibleArtifactError("serve --ray: the KB of a running server cannot be switched; restart it")
 
     def with_model(self, *args: Any, **kwargs: Any) -> EntityLinker:
-        raise ClusterError("serve --ray: switching the linker model of a running server is not supported; restart it")
+        """Refused (Admin answers FAILED_PRECONDITION): the replicas hold the model they were deployed with."""
+        raise IncompatibleArtifactError(
+            "serve --ray: the linker model of a running server cannot be switched; restart it"
+        )
 
 
 def model_version_of(model_dir: Path | None) -> str:
