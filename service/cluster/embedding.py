@@ -138,7 +138,9 @@ def embed_texts(texts: Sequence[str], factory: EncoderFactory, config: RayEmbedC
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     items = [{"row": row, "text": text} for row, text in enumerate(texts)]
-    blocks = max(1, -(-len(items) // config.block_rows))
+    # At least one block per actor: Ray Data hands a block to one actor, so a corpus smaller than
+    # block_rows in one block would leave all but one actor idle.
+    blocks = max(min(len(items), config.actors), -(-len(items) // config.block_rows))
     dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         EncodeBatch,
         fn_constructor_kwargs={"factory": factory, "encode_batch_size": config.encode_batch_size},

@@ -41,6 +41,7 @@ from retrieval.index import SearchIndex
 from retrieval.sharding import ShardedSearchIndex, is_sharded
 from retrieval.shards import LocalShard, concurrent, record_missing
 from retrieval.types import Document, Hit
+from service.cluster.errors import ClusterError
 from service.cluster.front import replica_lost
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,22 @@ class RemoteShard:
         return result
 
 
+def check_fits(shards: int, replicas: int, cpus_per_replica: float) -> None:
+    """Refuse a deployment the cluster's CPUs can never hold (Serve would wait for it forever).
+
+    Raises :class:`~service.cluster.errors.ClusterError` naming the options to change.
+    """
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    needed = shards * replicas * cpus_per_replica
+    if needed > total + 1e-9:
+        raise ClusterError(
+            f"{shards} shard(s) x {replicas} replica(s) x {cpus_per_replica} CPU (--ray-cpus) = {needed:g} CPUs, "
+            f"but the cluster has {total:g}: lower --replicas or --ray-cpus, or add nodes"
+        )
+
+
 @dataclass
 class RayIndexServing:
     """Loads sharded index versions onto Serve deployments and retires them (``serve --ray``)."""
@@ -167,6 +184,8 @@ class RayIndexServing:
         except (KeyError, TypeError, ValueError) as exc:
             raise IncompatibleArtifactError(f"{path}: manifest has no encoder dimension ({exc})") from None
         with self._lock:
+            if version not in serve_shards.deployed_versions():
+                check_fits(len(shard_dirs), self.replicas, self.cpus_per_replica)
             if version in serve_shards.deployed_versions():
                 logger.info("joining the running shards of %s", version)
             else:

@@ -11,6 +11,7 @@ import pytest
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher, SearchRequest
 from service.cluster import serve_shards
+from service.cluster.errors import ClusterError
 from service.cluster.remote_index import RayIndexServing
 from tests.conftest import TINY_KEYWORDS, FakeEncoder
 from tests.retrieval.test_sharding import QUERIES, medium_docs
@@ -39,3 +40,17 @@ def test_an_unsharded_index_is_served_as_one_shard_with_the_same_results(ray_clu
         finally:
             serving.close()
         assert local.index.version not in serve_shards.deployed_versions()
+
+
+def test_a_deployment_larger_than_the_cluster_is_refused_before_deploying(ray_cluster, tmp_path: Path) -> None:
+    encoder = FakeEncoder(TINY_KEYWORDS)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in medium_docs()), encoding="utf-8")
+    index = SearchIndex.build(corpus, tmp_path / "index", encoder)
+    with ThreadPoolExecutor(2) as pool:
+        serving = RayIndexServing(pool, replicas=3, cpus_per_replica=1.0)  # the session's cluster has 2 CPUs
+        with pytest.raises(
+            ClusterError, match=r"1 shard\(s\) x 3 replica\(s\) x 1.0 CPU .* = 3 CPUs, but the cluster has 2"
+        ):
+            serving.load(tmp_path / "index")
+    assert index.version not in serve_shards.deployed_versions()
