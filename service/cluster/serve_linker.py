@@ -194,6 +194,19 @@ def model_version_of(model_dir: Path | None) -> str:
     return Manifest.read(model_dir).version if model_dir is not None else PRIOR_BASELINE
 
 
+def check_free_cpus(config: LinkerDeploymentConfig) -> None:
+    """Refuse a linker whose replicas the cluster's free CPUs cannot hold (Serve would wait forever)."""
+    import ray
+
+    free = float(ray.available_resources().get("CPU", 0.0))
+    needed = config.replicas * config.cpus_per_replica
+    if needed > free + 1e-9:
+        raise ClusterError(
+            f"the linker's {config.replicas} replica(s) x {config.cpus_per_replica} CPU (--ray-cpus) = {needed:g} "
+            f"CPUs, but {free:g} are free on the cluster (the shards hold the rest): lower --replicas or --ray-cpus"
+        )
+
+
 @dataclass
 class RayLinkerServing:
     """Deploys the linker of ``serve --ray --kb DIR`` and retires it when the server stops."""
@@ -209,6 +222,7 @@ class RayLinkerServing:
         kb_version = kb.manifest.version if kb.manifest is not None else "kb@unknown"
         model_version = model_version_of(model_dir)
         config = LinkerDeploymentConfig(replicas=self.replicas, cpus_per_replica=self.cpus_per_replica)
+        check_free_cpus(config)
         handle = deploy_linker(model_version, loader, config)
         self.deployed = model_version
         return RemoteLinker(handle, kb, timeout_s=self.timeout_s), kb_version, model_version

@@ -20,6 +20,7 @@ import pytest
 from linking import EntityLinker
 from retrieval.pipeline import Searcher
 from service.cli import main
+from service.cluster.errors import ClusterError
 from service.cluster.serve_linker import PRIOR_BASELINE, RayLinkerServing, linker_app_name
 from service.cluster.serve_shards import deployed_versions, serve
 from service.demo import demo_kb_dir
@@ -47,6 +48,10 @@ def test_ray_linker_links_like_the_local_one_and_survives_a_killed_replica(
     assert main([*build, "--out", str(kb)]) == 0
     capsys.readouterr()
     local = EntityLinker.open(kb, None, FakeEncoder(TINY_KEYWORDS))
+    too_big = RayLinkerServing(replicas=3, cpus_per_replica=1.0)  # the session's cluster has 2 CPUs
+    with pytest.raises(ClusterError, match=r"3 replica\(s\) x 1.0 CPU \(--ray-cpus\) = 3 CPUs, but"):
+        too_big.load(kb, None, functools.partial(EntityLinker.open, str(kb), None, FakeEncoder(TINY_KEYWORDS)))
+    assert too_big.deployed is None
     serving = RayLinkerServing(replicas=2, cpus_per_replica=0.05, timeout_s=30.0)
     try:
         remote, kb_version, model_version = serving.load(
