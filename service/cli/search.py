@@ -98,6 +98,8 @@ def register(groups: Any) -> None:
     evaluate = groups.group("eval", "offline evaluation")
     ev = evaluate.add_parser("search", help="score an index's rankings against qrels (trec_eval metrics)")
     ev.add_argument("--index", type=Path, help="index directory (default: the registry's active index)")
+    ev.add_argument("--target", help="score a running server (host:port) instead: the rankings it answers, over gRPC")
+    add_client_security(ev)
     registry_cli.add_record_options(ev)
     ev.add_argument("--queries", required=True, type=Path, help="queries.jsonl (BEIR)")
     ev.add_argument("--qrels", required=True, type=Path, help="qrels TSV (query-id, corpus-id, score)")
@@ -365,19 +367,21 @@ def run_eval_search(args: argparse.Namespace) -> int:
     if not queries:
         raise SearchError(f"no query of {args.queries} is judged in {args.qrels}")
     _request(args, "options check", EVAL_DEPTH)  # the options, checked before loading
-    index_dir = args.index if args.index is not None else registry_cli.active_path(args, "search-index")
-    _check_local(args, index_dir)
-    searcher = _local_searcher(index_dir, args.reranker, args.encoder_runtime)
-    run: dict[str, dict[str, float]] = {}
+    if args.target is not None:
+        for option, value in (("--index", args.index), ("--record", args.record), ("--reranker", args.reranker)):
+            if value is not None:
+                raise InvalidRequestError(option, "scores the server's own index with --target: drop it")
+        index_dir = None
+    else:
+        index_dir = args.index if args.index is not None else registry_cli.active_path(args, "search-index")
+        _check_local(args, index_dir)
     started = time.perf_counter()
-    batch = 64
     with tqdm(total=len(queries), desc=f"eval {args.mode}", unit="q", file=sys.stderr, disable=args.json) as bar:
-        for start in range(0, len(queries), batch):
-            chunk = queries[start : start + batch]
-            results = searcher.batch_search([_request(args, q.text, EVAL_DEPTH) for q in chunk])
-            for query, result in zip(chunk, results, strict=True):
-                run[query.qid] = {hit.doc_id: hit.score for hit in result.hits}
-            bar.update(len(chunk))
+        if index_dir is None:
+            run, version = _remote_run(args, queries, bar)
+        else:
+            searcher = _local_searcher(index_dir, args.reranker, args.encoder_runtime)
+            run, version = _local_run(args, searcher, queries, bar), searcher.index.version
     elapsed = time.perf_counter() - started
     report = evaluate_run(run, qrels, DEFAULT_METRICS)
     warning = report.missing_warning()
@@ -389,7 +393,7 @@ def run_eval_search(args: argparse.Namespace) -> int:
         )
     if args.run_out:
         write_trec_run(args.run_out, run, tag=f"sleuth-{args.mode}")
-    if args.record is not None:
+    if args.record is not None and index_dir is not None:
         from artifacts import sha256_file
 
         values = {**report.means, "queries": report.queries, "mode": args.mode}
@@ -400,7 +404,70 @@ def run_eval_search(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict()))
     else:
         missing = f", {len(report.missing_queries)} missing (scored 0)" if report.missing_queries else ""
-        print(f"# {searcher.index.version} mode={args.mode} queries={report.queries}{missing} ({elapsed:.1f} s)")
+        print(f"# {version} mode={args.mode} queries={report.queries}{missing} ({elapsed:.1f} s)")
         for name, value in report.means.items():
             print(f"{name:<12} {value:.4f}")
     return 0
+
+
+EVAL_BATCH = 64
+"""Queries per batched search (a server takes at most 256 requests per BatchSearch)."""
+
+
+def _local_run(args: argparse.Namespace, searcher: Any, queries: list[Any], bar: Any) -> dict[str, dict[str, float]]:
+    run: dict[str, dict[str, float]] = {}
+    for start in range(0, len(queries), EVAL_BATCH):
+        chunk = queries[start : start + EVAL_BATCH]
+        results = searcher.batch_search([_request(args, q.text, EVAL_DEPTH) for q in chunk])
+        for query, result in zip(chunk, results, strict=True):
+            run[query.qid] = {hit.doc_id: hit.score for hit in result.hits}
+        bar.update(len(chunk))
+    return run
+
+
+def _remote_run(args: argparse.Namespace, queries: list[Any], bar: Any) -> tuple[dict[str, dict[str, float]], str]:
+    """The rankings a running server answers (``eval search --target``), in batches of :data:`EVAL_BATCH`.
+
+    A response that names missing shards is refused rather than scored: the metrics would silently be
+    those of part of the index.
+    """
+    from service.generated.sleuth.v1 import search_pb2
+
+    fusion = search_pb2.FusionSettings(
+        method=args.fusion, rrf_k=args.rrf_k, alpha=args.alpha, normalization=args.normalization, depth=args.depth
+    )
+    rerank = args.mode == "rerank"
+    run: dict[str, dict[str, float]] = {}
+    versions: set[str] = set()
+    with connect(args) as client:
+        client.timeout = max(client.timeout, 300.0)
+        for start in range(0, len(queries), EVAL_BATCH):
+            chunk = queries[start : start + EVAL_BATCH]
+            requests = [
+                search_pb2.SearchRequest(
+                    query=q.text,
+                    top_k=EVAL_DEPTH,
+                    mode="hybrid" if rerank else args.mode,
+                    fusion=fusion,
+                    rerank=rerank,
+                    rerank_depth=args.rerank_depth,
+                )
+                for q in chunk
+            ]
+            try:
+                responses = client.batch_search(requests).responses
+            except grpc.RpcError as exc:
+                raise rpc_failure(args.target, exc) from None
+            for query, response in zip(chunk, responses, strict=True):
+                if response.missing_shards:
+                    raise SearchError(
+                        f"server {args.target}: query {query.qid} was answered without shard(s) "
+                        f"{', '.join(response.missing_shards)}; not scoring a partial index"
+                    )
+                run[query.qid] = {hit.doc_id: hit.score for hit in response.hits}
+                versions.add(response.index_version)
+            bar.update(len(chunk))
+    if len(versions) > 1:
+        switched = ", ".join(sorted(versions))
+        raise SearchError(f"server {args.target} switched index versions during the run ({switched})")
+    return run, next(iter(versions), "?")

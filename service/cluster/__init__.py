@@ -10,6 +10,9 @@ search and linking logic it distributes stays in plain classes of ``retrieval`` 
   requests that queue for a shard (no Ray import).
 * :mod:`~service.cluster.serve_shards`: shard deployments, :func:`deploy_version`, :func:`retire_version`
   (imports ``ray.serve``; import it explicitly).
+* :mod:`~service.cluster.remote_index`: the sharded index of ``serve --ray`` (shards on Serve).
+* :mod:`~service.cluster.serve_linker`: the linker of ``serve --ray --kb`` as a Serve deployment
+  (imports ``ray.serve``; import it explicitly).
 """
 
 from service.cluster.embedding import CorpusEmbeddings, EncoderSpec, RayEmbedConfig, embed_corpus, embed_texts

@@ -18,3 +18,7 @@ class ClusterUnavailableError(ClusterError):
 
 class ShardSetError(ClusterError, ValueError):
     """A shard set is malformed (no shards, duplicate names, an unknown version)."""
+
+
+class LinkerUnavailableError(ClusterError):
+    """No replica of the linker deployment answered (the client gets UNAVAILABLE)."""

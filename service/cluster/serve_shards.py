@@ -16,10 +16,9 @@ their :class:`~service.cluster.front.ShardSet`; the front switches to it with ``
 request reads the set once), waits for the old version's requests with ``drain``, then
 :func:`retire_version` deletes the old applications. No response mixes versions.
 
-Entity linking scales the same way (not built here): a ``LinkerReplica`` whose constructor runs
-``EntityLinker.load`` on a KB directory, deployed as ``sleuth:<version>:linker`` with fractional CPUs
-and N replicas, called through its handle with the same retry-on-replica-death rule (linking is
-read-only, so retries are safe); it is not sharded, since the KB fits one process.
+Entity linking scales the same way (:mod:`service.cluster.serve_linker`): one application
+``sleuth:<model>:linker`` of N replicas that each open the KB and the model; it is not sharded, since
+the KB fits one process. :func:`deployed_versions` leaves it out.
 
 Example:
     >>> shard_set = deploy_version("v2", {"s0": "/idx/v2/s0", "s1": "/idx/v2/s1"}, ShardIndex.load)  # doctest: +SKIP
@@ -50,6 +49,8 @@ logger = logging.getLogger(__name__)
 ShardLoader = Callable[[str], ShardBackend]
 """Opens a shard directory in a replica; must pickle (a module-level function or classmethod)."""
 APP_PREFIX = "sleuth"
+LINKER_APP = "linker"
+"""The last part of the linker's application name (``sleuth:<model>:linker``), never a shard name."""
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")  # '@': registry versions are kind@content-id
 
@@ -160,7 +161,7 @@ def deployed_versions() -> dict[str, list[str]]:
     for app in serve.status().applications:
         prefix, _, rest = app.partition(":")
         version, _, shard = rest.partition(":")
-        if prefix == APP_PREFIX and version and shard:
+        if prefix == APP_PREFIX and version and shard and shard != LINKER_APP:
             versions.setdefault(version, []).append(shard)
     return {version: sorted(shards) for version, shards in versions.items()}
 
@@ -184,6 +185,8 @@ def deploy_version(
         raise ShardSetError(f"version {version!r}: no shards to deploy")
     for shard in shard_dirs:
         _check_name("shard", shard)
+        if shard == LINKER_APP:
+            raise ShardSetError(f"shard name {shard!r} is the linker's application; name the shard otherwise")
     ensure_serve()
     if version in deployed_versions():
         raise ShardSetError(f"version {version!r} is already deployed; retire it first or use a new name")

