@@ -58,7 +58,12 @@ def register(groups: Any) -> None:
     perf.add_argument(
         "--workers", type=positive_int, default=1, help="server processes sharing the port (SO_REUSEPORT); default 1"
     )
-    perf.add_argument("--threads", type=int, default=4, help="worker threads for search (default 4)")
+    perf.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="worker threads for search (default 4; 32 with --ray, whose threads mostly wait for shards)",
+    )
     perf.add_argument(
         "--max-inflight",
         type=positive_int,
@@ -132,7 +137,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         reranker=args.reranker,
         kb=args.kb,
         linker_model=args.model,
-        threads=args.threads,
+        threads=args.threads if args.threads is not None else (32 if args.ray is not None else 4),
         grace_seconds=args.grace,
         workers=args.workers,
         max_inflight=args.max_inflight,

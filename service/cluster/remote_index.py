@@ -55,6 +55,73 @@ def open_local_shard(directory: str, faiss: dict[str, Any]) -> LocalShard:
     return LocalShard.load(directory, FaissConfig.from_dict(faiss), name=Path(directory).name)
 
 
+class _Pending:
+    __slots__ = ("args", "error", "finished", "result", "verb")
+
+    def __init__(self, verb: str, args: tuple[Any, ...]) -> None:
+        self.verb, self.args = verb, args
+        self.finished = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class CoalescingCaller:
+    """Sends the calls that queue for one shard while its previous call is in flight as one call.
+
+    A Serve handle call costs about the same for one request as for thirty (docs/ray.md), and every
+    search calls every shard, so the number of calls sets the ceiling. A caller finding no call in
+    flight sends at once, taking along whatever has queued (at most ``max_batch``; no timer, so a lone
+    call never waits); callers arriving meanwhile wait, and one of them sends the next batch when the
+    call returns. ``send(batch, timeout)`` returns one result per ``(verb, args)``; if it raises, every
+    call of the batch gets that exception.
+    """
+
+    def __init__(
+        self, send: Callable[[list[tuple[str, tuple[Any, ...]]], float], list[Any]], max_batch: int = 64
+    ) -> None:
+        self._send = send
+        self._max_batch = max_batch
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._sending = False
+        self.calls = 0  # calls sent (for tests and benchmarks)
+
+    def call(self, verb: str, args: tuple[Any, ...], timeout: float) -> Any:
+        pending = _Pending(verb, args)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._queue.append(pending)
+        while True:
+            with self._cond:
+                while not pending.finished and self._sending:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        if pending in self._queue:
+                            self._queue.remove(pending)
+                        raise TimeoutError(f"no answer within {timeout:.2f} s")
+                    self._cond.wait(remaining)
+                if pending.finished:
+                    break
+                self._sending = True  # this caller sends the next batch (its own call is queued)
+                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+                self.calls += 1
+            try:
+                results = self._send([(p.verb, p.args) for p in batch], max(deadline - time.monotonic(), 0.001))
+                if len(results) != len(batch):
+                    raise RuntimeError(f"the shard answered {len(results)} of {len(batch)} calls")
+                errors: list[BaseException | None] = [None] * len(batch)
+            except BaseException as exc:  # handed to every caller of the batch
+                results, errors = [None] * len(batch), [exc] * len(batch)
+            with self._cond:
+                for item, result, error in zip(batch, results, errors, strict=True):
+                    item.result, item.error, item.finished = result, error, True
+                self._sending = False
+                self._cond.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+
 class RemoteShard:
     """An :class:`retrieval.shards.IndexShard` whose calls go to a Serve deployment handle.
 
@@ -84,6 +151,9 @@ class RemoteShard:
         self._handle = handle
         self._is_retryable = is_retryable
         self.retries = 0  # replica deaths survived (for tests and logs)
+        self.caller = CoalescingCaller(
+            lambda calls, timeout: handle.call_many.remote(calls).result(timeout_s=max(timeout, 0.001))
+        )
 
     def _call(self, verb: str, empty: Callable[[], Any], *args: Any) -> Any:
         deadline = time.monotonic() + self.timeout_s
@@ -94,7 +164,7 @@ class RemoteShard:
                 reason = "no answer within the shard timeout"
                 break
             try:
-                return self._handle.call.remote(verb, *args).result(timeout_s=remaining)
+                return self.caller.call(verb, args, remaining)
             except TimeoutError:
                 reason = f"no answer within {self.timeout_s} s"
                 break

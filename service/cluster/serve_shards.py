@@ -108,6 +108,10 @@ class ShardReplica:
             raise ValueError(f"unknown shard verb {verb!r} (one of {', '.join(sorted(SHARD_VERBS))})")
         return getattr(self._shard, verb)(*args)
 
+    def call_many(self, calls: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """``call`` for each ``(verb, args)``, in order: the requests that queued for this shard, in one RPC."""
+        return [self.call(verb, *args) for verb, args in calls]
+
     def pid(self) -> int:
         """The replica's process id (fault tests kill replicas by it)."""
         return os.getpid()

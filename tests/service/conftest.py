@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -34,8 +35,8 @@ def event_loop_thread() -> asyncio.AbstractEventLoop:
 
 
 @contextmanager
-def running_server(services: Services, config: ServerConfig | None = None) -> Iterator[str]:
-    """Start a server with ``services`` on a free port; yield its address; stop it on exit."""
+def started_server(services: Services, config: ServerConfig | None = None, timeout: float = 30) -> Iterator[Any]:
+    """Start a server with ``services`` on a free port; yield the RunningServer; stop it on exit."""
     config = config or ServerConfig(host="127.0.0.1", port=0, threads=2)
     loop = event_loop_thread()
 
@@ -44,11 +45,18 @@ def running_server(services: Services, config: ServerConfig | None = None) -> It
         await running.start()
         return running
 
-    running = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    running = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout)
     try:
-        yield f"127.0.0.1:{running.port}"
+        yield running
     finally:
         asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(30)
+
+
+@contextmanager
+def running_server(services: Services, config: ServerConfig | None = None) -> Iterator[str]:
+    """Start a server with ``services`` on a free port; yield its address; stop it on exit."""
+    with started_server(services, config) as running:
+        yield f"127.0.0.1:{running.port}"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -29,7 +29,7 @@ from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
 from service.serving.loading import Services
 from tests.conftest import TINY_KEYWORDS, FakeEncoder
 from tests.retrieval.test_sharding import QUERIES, medium_docs
-from tests.service.conftest import event_loop_thread, running_server
+from tests.service.conftest import event_loop_thread, running_server, started_server
 
 pytestmark = pytest.mark.ray
 
@@ -131,27 +131,17 @@ def test_activate_deploys_the_new_version_beside_the_old_and_retires_the_old(ser
     first = Searcher(serving.load(infos[0].path), encoder)
     services = Services(first, index_loader=serving.load, on_search_release=serving.release_searcher)
     config = ServerConfig(host="127.0.0.1", port=0, threads=2, registry=registry.root, registry_poll_seconds=0)
-    from service.serving.builder import create_server
-
     loop = event_loop_thread()
-
-    async def start():
-        running = await create_server(config, services)
-        await running.start()
-        return running
-
-    running = asyncio.run_coroutine_threadsafe(start(), loop).result(60)
-    try:
-        address = f"127.0.0.1:{running.port}"
-        with grpc.insecure_channel(address) as channel:
-            stub = search_pb2_grpc.SearchServiceStub(channel)
-            before = stub.Search(search_pb2.SearchRequest(query="pet", top_k=3), timeout=30)
-            assert before.index_version == infos[0].version
-            swap = asyncio.run_coroutine_threadsafe(running.lifecycle.activate(infos[1].version), loop).result(120)
-            assert (swap.previous_version, swap.version) == (infos[0].version, infos[1].version)
-            after = stub.Search(search_pb2.SearchRequest(query="pet", top_k=3), timeout=30)
-            assert after.index_version == infos[1].version and list(after.missing_shards) == []
-            deployed = serve_shards.deployed_versions()
-            assert infos[1].version in deployed and infos[0].version not in deployed  # released: no request on it
-    finally:
-        asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(30)
+    with (
+        started_server(services, config, timeout=60) as running,
+        grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        before = stub.Search(search_pb2.SearchRequest(query="pet", top_k=3), timeout=30)
+        assert before.index_version == infos[0].version
+        swap = asyncio.run_coroutine_threadsafe(running.lifecycle.activate(infos[1].version), loop).result(120)
+        assert (swap.previous_version, swap.version) == (infos[0].version, infos[1].version)
+        after = stub.Search(search_pb2.SearchRequest(query="pet", top_k=3), timeout=30)
+        assert after.index_version == infos[1].version and list(after.missing_shards) == []
+        deployed = serve_shards.deployed_versions()
+        assert infos[1].version in deployed and infos[0].version not in deployed  # released: no request on it
