@@ -123,6 +123,15 @@ class EncodeBatch:
         return {"row": np.asarray(batch["row"], dtype=np.int64), "embedding": np.asarray(vectors, dtype=np.float32)}
 
 
+def block_count(rows: int, config: RayEmbedConfig) -> int:
+    """Blocks of at most ``block_rows`` rows, and at least one per actor (never more than the rows).
+
+    Ray Data hands a block to one actor, so a corpus of fewer than ``block_rows`` rows in one block
+    would leave all but one actor idle.
+    """
+    return max(min(rows, config.actors), -(-rows // config.block_rows))
+
+
 def embed_texts(texts: Sequence[str], factory: EncoderFactory, config: RayEmbedConfig | None = None) -> np.ndarray:
     """Embed ``texts`` on the connected Ray cluster; row ``i`` of the result is ``texts[i]``'s vector.
 
@@ -138,9 +147,7 @@ def embed_texts(texts: Sequence[str], factory: EncoderFactory, config: RayEmbedC
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     items = [{"row": row, "text": text} for row, text in enumerate(texts)]
-    # At least one block per actor: Ray Data hands a block to one actor, so a corpus smaller than
-    # block_rows in one block would leave all but one actor idle.
-    blocks = max(min(len(items), config.actors), -(-len(items) // config.block_rows))
+    blocks = block_count(len(items), config)
     dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         EncodeBatch,
         fn_constructor_kwargs={"factory": factory, "encode_batch_size": config.encode_batch_size},

@@ -11,7 +11,7 @@ import pytest
 
 from retrieval.corpus import load_corpus
 from retrieval.dense import EmbeddingCache, cache_key, embed_documents, texts_checksum
-from service.cluster.embedding import EncoderSpec, RayEmbedConfig, embed_corpus
+from service.cluster.embedding import EncoderSpec, RayEmbedConfig, block_count, embed_corpus
 from tests.conftest import RETRIEVAL_DATA, TINY_KEYWORDS, FakeEncoder
 
 pytestmark = pytest.mark.ray
@@ -89,3 +89,14 @@ def test_onnx_actors_match_the_local_onnx_encoder(ray_cluster, tmp_path: Path) -
     assert result.matrix.shape == expected.shape == (50, 384)
     # Runs group texts by length, so padding differs from the local call: equal within float rounding.
     np.testing.assert_allclose(result.matrix, expected, atol=2e-5)
+
+
+@pytest.mark.parametrize(
+    ("rows", "actors", "block_rows", "blocks"),
+    [(1000, 2, 1024, 2), (1000, 4, 1024, 4), (3, 4, 1024, 3), (5000, 2, 1024, 5), (2048, 1, 1024, 2)],
+)
+def test_every_actor_gets_a_block_and_no_block_exceeds_block_rows(
+    rows: int, actors: int, block_rows: int, blocks: int
+) -> None:
+    """A 1,000-document corpus used to be one block, which one of the two actors took whole."""
+    assert block_count(rows, RayEmbedConfig(actors=actors, block_rows=block_rows)) == blocks
