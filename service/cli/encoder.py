@@ -36,7 +36,7 @@ def register(groups: Any) -> None:
     enc.add_argument(
         "--index", type=Path, help="index of the corpus to mine hard negatives from (default: built with --base)"
     )
-    enc.add_argument("--epochs", type=positive_int, default=2, help="passes over the training pairs")
+    enc.add_argument("--epochs", type=positive_int, default=1, help="passes over the training pairs")
     enc.add_argument("--batch-size", type=positive_int, default=16, help="training pairs per step (>= 2)")
     enc.add_argument("--learning-rate", type=float, default=2e-5, help="AdamW learning rate (linear decay)")
     enc.add_argument("--max-seq-length", type=positive_int, default=256, help="word pieces kept per text")
