@@ -81,6 +81,12 @@ def test_manifest_records_lineage_and_the_directory_loads(tiny_scifact: Path, tm
     texts = ["aspirin lowers the risk of heart attacks", "0-dimensional biomaterials show inductive properties."]
     cosines = np.sum(torch_enc.encode(texts) * onnx_enc.encode(texts), axis=1)
     assert np.all(cosines > 0.9999)
+    # An index built with it names the encoder artifact and its weights.
+    from retrieval.index import SearchIndex
+
+    index = SearchIndex.build(tiny_scifact / "corpus.jsonl", tmp_path / "index", onnx_enc)
+    assert index.manifest.parents == {"encoder": onnx_enc.checksum, "encoder_artifact": manifest.version}
+    assert index.encoder_info["name"] == str(tmp_path / "enc")
 
 
 def test_split_holds_out_one_hash_fold(tiny_scifact: Path):
