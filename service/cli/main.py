@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "service.cli.bench",
     "service.cli.link",
     "service.cli.rerank",
+    "service.cli.encoder",
     "service.cli.compare",
     "service.cli.online",
 )

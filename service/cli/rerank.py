@@ -37,6 +37,13 @@ def register(groups: Any) -> None:
     tr.add_argument("--depth", type=int, default=100, help="fused candidates per training query (default 100)")
     tr.add_argument("--no-monotone", action="store_true", help="LambdaMART without monotone constraints")
     tr.add_argument("--threads", type=int, default=1, help="LightGBM threads (default 1)")
+    tr.add_argument(
+        "--query-length-guard",
+        type=float,
+        metavar="QUANTILE",
+        help="keep the fused order for queries with more distinct terms than this quantile (0.5-1) of the "
+        "training queries (default: off; training data do not support it, see docs/models/reranker.md)",
+    )
     tr.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     tr.add_argument("--json", action="store_true", help="print the validation metrics as JSON")
     tr.set_defaults(func=run_train_reranker)
@@ -66,6 +73,7 @@ def run_train_reranker(args: argparse.Namespace) -> int:
             depth=args.depth,
             lambdamart=dataclasses.replace(LambdaMartParams(), monotone=not args.no_monotone),
             threads=args.threads,
+            support_quantile=args.query_length_guard,
         )
     except ValueError as exc:
         raise SearchError(str(exc)) from exc
@@ -134,8 +142,12 @@ def run_explain_reranker(args: argparse.Namespace) -> int:
         return 0
     lines = [
         f"{reranker.version}  model {model.model_type}, trained on index {manifest.parents.get('index')}",
-        f"score = z(model) + {reranker.prior_weight:g} * z(1 / (60 + fused rank)); queries of more than "
-        f"{reranker.max_query_terms} distinct terms keep the fused order",
+        f"score = z(model) + {reranker.prior_weight:g} * z(1 / (60 + fused rank)); "
+        + (
+            f"queries of more than {reranker.max_query_terms} distinct terms keep the fused order"
+            if reranker.max_query_terms is not None
+            else "no query-length guard"
+        ),
         f"{'feature':<22} {what}",
     ]
     lines += [f"{name:<22} {value:+.4f}" for name, value in ranked]

