@@ -297,12 +297,30 @@ def run_train_linker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trained_on(model_dir: Path | None, benchmark: Path) -> bool:
+    """True when ``benchmark`` (by checksum) was one of the files ``train linker`` fitted ``model_dir`` on."""
+    if model_dir is None:
+        return False
+    from artifacts import Manifest
+
+    inputs = Manifest.read(model_dir).inputs.get("benchmarks", [])
+    trained = {row.get("sha256") for row in inputs if isinstance(row, dict)}
+    return sha256_file(benchmark) in trained
+
+
 def run_eval_link(args: argparse.Namespace) -> int:
     """``sleuth eval link``: the benchmark is read and the KB and model manifests checked before loading."""
     check_file(args.benchmark, "--benchmark")
     documents = read_benchmark(args.benchmark)
     check_artifact(args.kb, "kb", "--kb")
     check_artifact(args.model, "linker", "--model")
+    trained_on = _trained_on(args.model, args.benchmark)
+    if trained_on:
+        print(
+            f"sleuth: warning: {args.benchmark} was a training input of the model {args.model}: "
+            "these scores are not held-out",
+            file=sys.stderr,
+        )
     linker = _open_linker(args.kb, args.model, args.encoder_runtime)
     started = time.perf_counter()
     result = evaluate_linker(linker, documents, args.mode)
@@ -310,6 +328,7 @@ def run_eval_link(args: argparse.Namespace) -> int:
     report = result.to_dict()
     report["documents"] = len(documents)
     report["seconds"] = round(elapsed, 2)
+    report["trained_on_benchmark"] = trained_on
     if args.errors is not None:
         with open(args.errors, "w", encoding="utf-8") as handle:
             for error in result.errors:
@@ -324,8 +343,9 @@ def run_eval_link(args: argparse.Namespace) -> int:
     recall = " ".join(f"R@{k} {v:.3f}" for k, v in sorted(result.candidate_recall().items()))
     print(
         f"{args.benchmark.stem} {args.mode}: P {report['precision']:.4f} R {report['recall']:.4f} "
-        f"F1 {report['f1']:.4f} | candidates {recall} | {report['mentions']} mentions, {len(documents)} docs, "
-        f"{elapsed:.1f} s",
+        f"F1 {report['f1']:.4f} | rank-1 F1 {result.rank1.f1:.4f} | candidates {recall} | "
+        f"{report['mentions']} mentions, {len(documents)} docs, {elapsed:.1f} s"
+        + (" | TRAINED ON THIS FILE" if trained_on else ""),
         file=sys.stdout,
     )
     return 0
