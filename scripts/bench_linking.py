@@ -181,7 +181,7 @@ def main() -> int:
         "--runtimes",
         type=lambda text: text.split(","),
         default=["onnx", "torch", "onnx-int8"],
-        help="encoder runtimes to measure, comma-separated; the first (default: onnx, the link default) fills the main table",
+        help="encoder runtimes to measure, comma-separated; the first (default onnx, as link) fills the main table",
     )
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
