@@ -1,4 +1,4 @@
-"""Dense vectors of KB entities (name + description) and a FAISS index over them.
+"""Dense vectors of KB entities (name + description) and exact nearest-entity search over them.
 
 The vectors feed two things: dense candidate retrieval (mention context -> nearest entities) and
 the context/coherence features of disambiguation. They are computed once and cached on disk by
@@ -16,7 +16,7 @@ import logging
 import numpy as np
 
 from linking.kb import KnowledgeBase
-from retrieval.dense import DenseIndex, EmbeddingCache, Encoder, FaissConfig, embed_documents
+from retrieval.dense import EmbeddingCache, Encoder, embed_documents
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,10 @@ def entity_text(name: str, description: str) -> str:
 
 
 class EntityIndex:
-    """Entity embeddings in KB order, a row lookup by id, and a FAISS index for nearest entities.
+    """Entity embeddings in KB order, a row lookup by id, and exact nearest-entity search.
+
+    The search is one matrix product of the query vectors with every entity vector (a few tens of
+    thousands of rows): exact, and cheaper for a document's handful of mentions than a FAISS call.
 
     Example:
         >>> index = EntityIndex.build(kb, encoder)  # doctest: +SKIP
@@ -40,7 +43,6 @@ class EntityIndex:
         self.entity_ids = entity_ids
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self._row = {eid: i for i, eid in enumerate(entity_ids)}
-        self._dense = DenseIndex.build(self.vectors, entity_ids, FaissConfig()) if entity_ids else None
 
     @classmethod
     def build(cls, kb: KnowledgeBase, encoder: Encoder, *, cache: EmbeddingCache | None = None) -> EntityIndex:
@@ -63,7 +65,26 @@ class EntityIndex:
         return self.vectors[[self._row[eid] for eid in entity_ids]]
 
     def nearest(self, query_vectors: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-        """The ``k`` entities nearest to each query vector (cosine), best first."""
-        if self._dense is None or k <= 0 or len(query_vectors) == 0:
+        """The ``k`` entities nearest to each query vector (cosine), best first.
+
+        The order is total: score descending, then KB order, also among entities tied with the
+        ``k``-th score.
+        """
+        query_vectors = np.asarray(query_vectors, dtype=np.float32)
+        if query_vectors.ndim == 1:
+            query_vectors = query_vectors[None, :]
+        total = len(self.entity_ids)
+        k = min(k, total)
+        if k <= 0 or len(query_vectors) == 0:
             return [[] for _ in range(len(query_vectors))]
-        return [[(hit.doc_id, hit.score) for hit in hits] for hits in self._dense.search(query_vectors, k)]
+        scores = query_vectors @ self.vectors.T
+        results = []
+        for row in scores:
+            if k < total:
+                kth = row[np.argpartition(-row, k - 1)[k - 1]]
+                positions = np.flatnonzero(row >= kth)
+            else:
+                positions = np.arange(total)
+            order = np.lexsort((positions, -row[positions]))[:k]
+            results.append([(self.entity_ids[positions[i]], float(row[positions[i]])) for i in order])
+        return results

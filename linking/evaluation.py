@@ -12,7 +12,9 @@ Both protocols are micro-averaged over mentions and add up as counts (like spaCy
   against precision.
 
 Candidate recall@k is the share of gold mentions with an entity whose entity is among the first
-``k`` candidates.
+``k`` candidates. The rank-1 reference scores the same mentions as if each took its first generated
+candidate (the alias table's rank 1: an anchor prior, or popularity for popularity-ranked tables),
+NIL when it has none: what the model should beat.
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ class EvaluationResult:
     mentions: int = 0
     errors: list[MentionError] = field(default_factory=list)
     per_document: dict[str, PRFCounts] = field(default_factory=dict)
+    rank1: PRFCounts = field(default_factory=PRFCounts)
 
     def candidate_recall(self) -> dict[int, float]:
         return {
@@ -168,6 +171,7 @@ class EvaluationResult:
             "fp": self.counts.fp,
             "fn": self.counts.fn,
             "candidate_recall": {str(k): v for k, v in sorted(self.candidate_recall().items())},
+            "rank1": {"precision": self.rank1.precision, "recall": self.rank1.recall, "f1": self.rank1.f1},
             "mentions": self.mentions,
         }
 
@@ -291,3 +295,16 @@ def _score_one(
     links = linker.decide(prepared, linker.score(prepared), options, detected=mode == "e2e")
     generated = [[c.entity_id for c in cands] for cands in prepared.candidates]
     score_document(document, links, mode, result, generated=generated)
+    result.rank1 += rank1_counts(document, links, generated, mode)
+
+
+def rank1_counts(
+    document: LinkingDocument, links: Sequence[Link], generated: Sequence[Sequence[str]], mode: str
+) -> PRFCounts:
+    """The counts of the rank-1 reference: each mention of ``links`` takes its first generated candidate."""
+    reference = [
+        Link(link.mention, ranked[0] if ranked else None, 0.0) for link, ranked in zip(links, generated, strict=True)
+    ]
+    scratch = EvaluationResult(mode)
+    score_document(document, reference, mode, scratch, ks=())
+    return scratch.counts

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from artifacts import ArtifactError, sha256_file
+from artifacts import ArtifactError, Manifest, sha256_file
 from linking import (
     BenchmarkFormatError,
     DisambiguatorConfig,
@@ -66,7 +66,7 @@ def register(groups: Any) -> None:
     link.add_argument("--top", type=int, default=3, help=f"runner-up candidates to show, 0 to {MAX_RUNNER_UPS}")
     link.add_argument("--json", action="store_true", help="print JSON")
     add_client_security(link)
-    add_encoder_runtime(link, "torch", "how contexts are encoded (local)")
+    add_encoder_runtime(link, "onnx", "how contexts are encoded (local)")
     link.set_defaults(func=run_link)
 
     train = groups.group("train", "train models")
@@ -95,6 +95,7 @@ def register(groups: Any) -> None:
         "needs two or more --benchmark files)",
     )
     linker.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    add_encoder_runtime(linker, "onnx", "how entities and contexts are encoded")
     linker.set_defaults(func=run_train_linker)
 
     evaluate = groups.group("eval", "offline evaluation")
@@ -108,7 +109,7 @@ def register(groups: Any) -> None:
     ev.add_argument(
         "--per-doc-out", type=Path, help="write per-document tp/fp/fn (JSON lines) for `sleuth eval compare`"
     )
-    add_encoder_runtime(ev, "torch", "how contexts are encoded")
+    add_encoder_runtime(ev, "onnx", "how contexts are encoded (use the runtime the model was trained with)")
     ev.set_defaults(func=run_eval_link)
 
 
@@ -249,7 +250,7 @@ def run_train_linker(args: argparse.Namespace) -> int:
         sum(len(docs) for _, docs in benchmarks),
         ", ".join(f"{name} ({len(docs)})" for name, docs in benchmarks),
     )
-    linker = _open_linker(args.kb, None, "torch")
+    linker = _open_linker(args.kb, None, args.encoder_runtime)
     config = LinkerTrainingConfig(
         model=DisambiguatorConfig(model_type=args.model_type),
         folds=args.folds,
@@ -270,7 +271,10 @@ def run_train_linker(args: argparse.Namespace) -> int:
     except ValueError as exc:  # documents that cannot be trained on (one group only, no correct candidate)
         raise InputError(f"cannot train on {', '.join(map(str, args.benchmark))}: {exc}") from exc
     logger.info("trained in %.1f s", time.perf_counter() - started)
-    inputs = {"benchmarks": [{"path": str(p), "sha256": sha256_file(p)} for p in args.benchmark]}
+    inputs = {
+        "benchmarks": [{"path": str(p), "sha256": sha256_file(p)} for p in args.benchmark],
+        "encoder_runtime": args.encoder_runtime,
+    }
     manifest, out = registry_cli.publish_build(
         args, "linker", lambda out: trained.save(out, inputs=inputs, overwrite=args.overwrite), args.out
     )
@@ -297,12 +301,35 @@ def run_train_linker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trained_on(model_dir: Path | None, benchmark: Path) -> bool:
+    """True when ``benchmark`` (by checksum) was one of the files ``train linker`` fitted ``model_dir`` on."""
+    if model_dir is None:
+        return False
+    inputs = Manifest.read(model_dir).inputs.get("benchmarks", [])
+    trained = {row.get("sha256") for row in inputs if isinstance(row, dict)}
+    return sha256_file(benchmark) in trained
+
+
 def run_eval_link(args: argparse.Namespace) -> int:
     """``sleuth eval link``: the benchmark is read and the KB and model manifests checked before loading."""
     check_file(args.benchmark, "--benchmark")
     documents = read_benchmark(args.benchmark)
     check_artifact(args.kb, "kb", "--kb")
     check_artifact(args.model, "linker", "--model")
+    trained_on = _trained_on(args.model, args.benchmark)
+    if trained_on:
+        print(
+            f"sleuth: warning: {args.benchmark} was a training input of the model {args.model}: "
+            "these scores are not held-out",
+            file=sys.stderr,
+        )
+    trained_runtime = Manifest.read(args.model).inputs.get("encoder_runtime") if args.model is not None else None
+    if trained_runtime is not None and trained_runtime != args.encoder_runtime:
+        print(
+            f"sleuth: warning: the model was trained on {trained_runtime} vectors, scored here on "
+            f"{args.encoder_runtime} (--encoder-runtime {trained_runtime} to match)",
+            file=sys.stderr,
+        )
     linker = _open_linker(args.kb, args.model, args.encoder_runtime)
     started = time.perf_counter()
     result = evaluate_linker(linker, documents, args.mode)
@@ -310,6 +337,7 @@ def run_eval_link(args: argparse.Namespace) -> int:
     report = result.to_dict()
     report["documents"] = len(documents)
     report["seconds"] = round(elapsed, 2)
+    report["trained_on_benchmark"] = trained_on
     if args.errors is not None:
         with open(args.errors, "w", encoding="utf-8") as handle:
             for error in result.errors:
@@ -324,8 +352,9 @@ def run_eval_link(args: argparse.Namespace) -> int:
     recall = " ".join(f"R@{k} {v:.3f}" for k, v in sorted(result.candidate_recall().items()))
     print(
         f"{args.benchmark.stem} {args.mode}: P {report['precision']:.4f} R {report['recall']:.4f} "
-        f"F1 {report['f1']:.4f} | candidates {recall} | {report['mentions']} mentions, {len(documents)} docs, "
-        f"{elapsed:.1f} s",
+        f"F1 {report['f1']:.4f} | rank-1 F1 {result.rank1.f1:.4f} | candidates {recall} | "
+        f"{report['mentions']} mentions, {len(documents)} docs, {elapsed:.1f} s"
+        + (" | TRAINED ON THIS FILE" if trained_on else ""),
         file=sys.stdout,
     )
     return 0

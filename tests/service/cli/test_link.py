@@ -142,7 +142,10 @@ def test_train_linker_reports_leave_one_dataset_out_transfer(tmp_path: Path, cap
     assert main([*args, "--folds", "2", "--model-type", "logistic", "--transfer", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "leave-one-dataset-out F1" in printed
-    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    metrics = manifest["metrics"]
+    # trained at the default runtime, recorded so eval link can tell a mismatch
+    assert manifest["inputs"]["encoder_runtime"] == "onnx"
     assert set(metrics["transfer_f1_by_dataset"]) == {"sports", "people"}
     assert all(0.0 <= f1 <= 1.0 for f1 in metrics["transfer_f1_by_dataset"].values())
     # The training-set prior (rank 1) is right on every sports mention: a model trained on people alone
@@ -160,6 +163,23 @@ def test_train_linker_reports_leave_one_dataset_out_transfer(tmp_path: Path, cap
     assert main([*args, "--folds", "2", "--model-type", "logistic", "--detected-nil-rule", "--out", str(detected)]) == 0
     model = json.loads((detected / "model.json").read_text())
     assert model["nil_threshold_detected"] == metrics["cv_detected_nil_threshold"]
+    # eval link on a training input warns (stderr and --json); on a file the model never saw it does not
+    capsys.readouterr()
+    assert main(["eval", "link", "--kb", str(kb), "--model", str(out), "--benchmark", str(first), "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["trained_on_benchmark"] is True and "training input" in captured.err
+    # the rank-1 reference: in the test KB every sports mention's rank-1 alias entry is its gold entity
+    assert report["rank1"]["f1"] == 1.0
+    unseen = _write_benchmark(tmp_path / "unseen.jsonl", SPORTS_AND_CITIES[:2])
+    assert main(["eval", "link", "--kb", str(kb), "--model", str(out), "--benchmark", str(unseen), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["trained_on_benchmark"] is False and "training input" not in captured.err
+    assert "trained on onnx vectors" not in captured.err
+    argv = ["eval", "link", "--kb", str(kb), "--model", str(out), "--benchmark", str(unseen)]
+    argv += ["--encoder-runtime", "torch"]
+    assert main(argv) == 0
+    assert "trained on onnx vectors, scored here on torch" in capsys.readouterr().err
 
 
 def test_train_linker_transfer_needs_two_benchmarks(tmp_path: Path, capsys) -> None:
