@@ -1,5 +1,8 @@
-"""``sleuth serve --ray`` as a user runs it: a private local cluster, the same answers as a local search, and
-SIGTERM stops the server and its cluster."""
+"""``sleuth serve --ray --kb`` as a user runs it: a private local cluster, a sharded index (a Serve
+application per shard) and the linker (``sleuth:<model>:linker``) answering as the local commands do,
+and SIGTERM stops the server and its cluster.
+
+One server answers every check: starting a private cluster and its deployments is the slow part."""
 
 from __future__ import annotations
 
@@ -13,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from service.demo import demo_kb_dir
 from tests.retrieval.test_sharding import medium_docs
 from tests.service.lifecycle_helpers import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[3]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+TEXT = json.loads((demo_kb_dir() / "train.jsonl").read_text().splitlines()[0])["text"]
 
 
 def _sleuth(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -53,24 +58,29 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_serve_ray_answers_like_a_local_search_and_sigterm_stops_its_cluster(tmp_path: Path) -> None:
+def test_serve_ray_searches_and_links_like_the_local_commands_and_sigterm_stops_its_cluster(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in medium_docs()), encoding="utf-8")
-    index = tmp_path / "index"
+    index, kb, demo = tmp_path / "index", tmp_path / "kb", demo_kb_dir()
     built = _sleuth("index", "build", "--corpus", str(corpus), "--out", str(index), "--shards", "2", "--no-cache")
     assert built.returncode == 0, built.stderr
+    built = _sleuth("kb", "build", "--entities", str(demo / "entities.jsonl"), "--aliases", str(demo / "aliases.tsv"),
+                    "--out", str(kb))  # fmt: skip
+    assert built.returncode == 0, built.stderr
     port = free_port()
-    log = open(tmp_path / "serve.log", "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    log_path = tmp_path / "serve.log"
+    log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--index", str(index), "--ray", "--replicas", "1",
-         "--ray-cpus", "0.1", "--port", str(port), "--no-feedback"],
+        [sys.executable, "-m", "service.cli", "serve", "--index", str(index), "--kb", str(kb), "--ray",
+         "--replicas", "1", "--ray-cpus", "0.1", "--port", str(port), "--no-feedback"],
         cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
-        while "ready: serving" not in (tmp_path / "serve.log").read_text() and time.monotonic() < deadline:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+        while "ready: serving" not in log_path.read_text() and time.monotonic() < deadline:
+            assert server.poll() is None, log_path.read_text()
             time.sleep(1)
+        assert "deploying the linker of KB" in log_path.read_text()
         for mode in ("bm25", "hybrid"):
             query = ["search", "wild wolf packs", "--mode", mode, "-k", "5", "--json"]
             remote = _sleuth(*query, "--target", f"127.0.0.1:{port}")
@@ -79,6 +89,17 @@ def test_serve_ray_answers_like_a_local_search_and_sigterm_stops_its_cluster(tmp
             got, expected = json.loads(remote.stdout)["hits"], json.loads(local.stdout)["hits"]
             assert [h["doc_id"] for h in got] == [h["doc_id"] for h in expected] != []
             assert [h["score"] for h in got] == pytest.approx([h["score"] for h in expected], abs=1e-5)
+
+        remote = _sleuth("link", "--json", "--top", "2", "--target", f"127.0.0.1:{port}", TEXT)
+        local = _sleuth("link", "--json", "--top", "2", "--kb", str(kb), TEXT)
+        assert remote.returncode == local.returncode == 0, remote.stderr + local.stderr
+        linked, expected_links = json.loads(remote.stdout), json.loads(local.stdout)
+        assert [(m["start"], m["end"], m["entity"]) for m in linked] == [
+            (m["start"], m["end"], m["entity"]) for m in expected_links
+        ]
+        assert any(m["entity"] for m in linked)
+        assert [m["score"] for m in linked] == pytest.approx([m["score"] for m in expected_links], abs=1e-4)
+
         cluster = _descendants(server.pid)
         assert len(cluster) >= 3  # the private cluster's processes (GCS, raylet, workers) run under the server
         server.send_signal(signal.SIGTERM)

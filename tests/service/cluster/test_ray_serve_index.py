@@ -2,13 +2,12 @@
 
 The server keeps the single-node search path and only its shards move to Serve, so the results must
 be those of the same index searched in one process; a dead replica is retried on the other one; a
-shard with no replica left is named in ``missing_shards``; a new version deploys beside the old one
-and the old one's applications go once no request uses them.
+shard with no replica left is named in ``missing_shards``. Version switches are in
+test_ray_versions.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -18,18 +17,16 @@ from pathlib import Path
 import grpc
 import pytest
 
-from artifacts.registry import Registry
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher, SearchRequest
 from retrieval.sharding import ShardedSearchIndex
 from service.cluster import serve_shards
 from service.cluster.remote_index import RayIndexServing
-from service.config import ServerConfig
 from service.generated.sleuth.v1 import search_pb2, search_pb2_grpc
 from service.serving.loading import Services
 from tests.conftest import TINY_KEYWORDS, FakeEncoder
 from tests.retrieval.test_sharding import QUERIES, medium_docs
-from tests.service.conftest import event_loop_thread, running_server, started_server
+from tests.service.conftest import running_server
 
 pytestmark = pytest.mark.ray
 
@@ -116,32 +113,3 @@ def test_a_shard_without_replicas_is_named_and_none_left_is_unavailable(serving,
             stub.Search(search_pb2.SearchRequest(query="dog and cat", top_k=3, mode="bm25"), timeout=30)
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "no shard answered (shard-000, shard-001)" in raised.value.details()
-
-
-def test_activate_deploys_the_new_version_beside_the_old_and_retires_the_old(serving, tmp_path: Path) -> None:
-    encoder = FakeEncoder(TINY_KEYWORDS)
-    registry = Registry.open(tmp_path / "registry")
-    infos = [
-        registry.publish(
-            "search-index", lambda out, d=drop: ShardedSearchIndex.build(_corpus(tmp_path, d), out, encoder, shards=2)
-        ).info
-        for drop in (2, 3)
-    ]
-    registry.activate(infos[0].version)
-    first = Searcher(serving.load(infos[0].path), encoder)
-    services = Services(first, index_loader=serving.load, on_search_release=serving.release_searcher)
-    config = ServerConfig(host="127.0.0.1", port=0, threads=2, registry=registry.root, registry_poll_seconds=0)
-    loop = event_loop_thread()
-    with (
-        started_server(services, config, timeout=60) as running,
-        grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel,
-    ):
-        stub = search_pb2_grpc.SearchServiceStub(channel)
-        before = stub.Search(search_pb2.SearchRequest(query="pet", top_k=3), timeout=30)
-        assert before.index_version == infos[0].version
-        swap = asyncio.run_coroutine_threadsafe(running.lifecycle.activate(infos[1].version), loop).result(120)
-        assert (swap.previous_version, swap.version) == (infos[0].version, infos[1].version)
-        after = stub.Search(search_pb2.SearchRequest(query="pet", top_k=3), timeout=30)
-        assert after.index_version == infos[1].version and list(after.missing_shards) == []
-        deployed = serve_shards.deployed_versions()
-        assert infos[1].version in deployed and infos[0].version not in deployed  # released: no request on it
