@@ -184,11 +184,11 @@ def _local_searcher(index_dir: Path, reranker_dir: Path | None, runtime: str = "
     from retrieval import load_encoder
     from retrieval.index import SearchIndex
     from retrieval.pipeline import Searcher
-    from retrieval.rerank import LearnedReranker
+    from retrieval.rerank import load_reranker
 
     index = SearchIndex.load(index_dir)
     encoder = load_encoder(index.encoder_info["name"], runtime)
-    reranker = LearnedReranker.load(reranker_dir) if reranker_dir is not None else None
+    reranker = load_reranker(reranker_dir) if reranker_dir is not None else None
     return Searcher(index, encoder, reranker)
 
 
