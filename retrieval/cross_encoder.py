@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from artifacts import ArtifactNotFoundError, CorruptArtifactError, Manifest
+from artifacts import ArtifactNotFoundError, CorruptArtifactError, Manifest, sha256_bytes, sha256_tree
 from retrieval.index import SearchIndex
 from retrieval.rerank import CONFIG_FILE, FORMAT_VERSION, KIND, mix_with_prior
 from retrieval.rerank_features import RRF_K
@@ -44,6 +44,16 @@ from retrieval.types import ScoredHit
 logger = logging.getLogger(__name__)
 
 MODEL_TYPE = "cross"
+CROSS_RUNTIMES = ("torch", "onnx")
+OPSET = 17
+ONNX_RUN_BATCH = 8
+PROBE_PAIRS = (
+    ("aspirin lowers the risk of heart attacks", "Aspirin\nLow-dose aspirin prevents myocardial infarction."),
+    ("0-dimensional biomaterials show inductive properties.", "a"),
+    ("a", "The quick brown fox jumps over the lazy dog " * 40),
+)
+MAX_PROBE_DIFFERENCE = 1e-3
+"""Largest |logit(onnx) - logit(torch)| on the probe pairs before the ONNX graph may serve."""
 MODEL_DIR = "model"
 """The sentence-transformers CrossEncoder inside a cross-encoder reranker directory."""
 
@@ -95,9 +105,12 @@ class CrossEncoderReranker:
         max_seq_length: int = 256,
         version: str = "reranker@unsaved",
         batch_size: int = 32,
+        onnx: OnnxCrossEncoder | None = None,
     ) -> None:
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        self.onnx = onnx
+        self.runtime = "onnx" if onnx is not None else "torch"
         self.cross_encoder = cross_encoder
         self.prior_weight = float(prior_weight)
         self.depth = int(depth)
@@ -107,6 +120,8 @@ class CrossEncoderReranker:
 
     def logits(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """The model's raw relevance logit of each text for ``query``."""
+        if self.onnx is not None:
+            return self.onnx.logits(query, texts)
         return pair_logits(
             self.cross_encoder.model, self.cross_encoder.tokenizer, query, texts, self.max_seq_length, self.batch_size
         )
@@ -151,8 +166,12 @@ class CrossEncoderReranker:
         (directory / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path, *, verify: bool = True) -> CrossEncoderReranker:
-        """Open a cross-encoder reranker directory.
+    def load(
+        cls, path: str | Path, *, verify: bool = True, runtime: str = "torch", threads: int = 1
+    ) -> CrossEncoderReranker:
+        """Open a cross-encoder reranker directory on ``runtime`` (``torch`` or ``onnx``: ONNX Runtime
+        float32 with ``threads`` intra-op threads, the graph exported once and cached under the
+        weights checksum, checked against torch before it serves).
 
         Raises ``ArtifactNotFoundError`` (no directory, manifest, config or model),
         ``CorruptArtifactError`` (damaged or inconsistent files) or ``IncompatibleArtifactError``.
@@ -174,11 +193,17 @@ class CrossEncoderReranker:
             raise CorruptArtifactError(f"{path}: unreadable {CONFIG_FILE}: {exc}") from exc
         if not (path / MODEL_DIR).is_dir():
             raise ArtifactNotFoundError(f"{path}: missing model directory {MODEL_DIR}/")
+        if runtime not in CROSS_RUNTIMES:
+            raise ValueError(f"unknown reranker runtime {runtime!r} (choose {', '.join(CROSS_RUNTIMES)})")
         try:
             model = load_cross_encoder(path / MODEL_DIR, max_seq_length)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CorruptArtifactError(f"{path}: cannot load the cross-encoder: {exc}") from exc
-        return cls(model, prior_weight, depth, max_seq_length, manifest.version)
+        onnx = None
+        if runtime == "onnx":
+            checksum = str(manifest.stats.get("weights_checksum") or sha256_tree(path / MODEL_DIR)[:16])
+            onnx = OnnxCrossEncoder.load(model, checksum, max_seq_length, threads=threads)
+        return cls(model, prior_weight, depth, max_seq_length, manifest.version, onnx=onnx)
 
 
 def load_cross_encoder(location: str | Path, max_seq_length: int, *, fresh_head: bool = False) -> Any:
@@ -194,3 +219,111 @@ def load_cross_encoder(location: str | Path, max_seq_length: int, *, fresh_head:
     if getattr(model.model.config, "num_labels", 1) != 1:
         raise ValueError(f"{location}: a cross-encoder reranker needs one output, not {model.model.config.num_labels}")
     return model
+
+
+class OnnxCrossEncoder:
+    """The cross-encoder's transformer and head run by ONNX Runtime (float32).
+
+    :meth:`load` exports the graph once (``torch.onnx.export``) into the cache directory
+    (``<sleuth cache>/onnx``) under a key of the weights checksum and the library versions, as the
+    ONNX encoder does (retrieval/onnx_encoder.py), opens a session, and refuses to serve
+    (:class:`~retrieval.onnx_encoder.EncoderRuntimeError`) when its logits differ from torch's by
+    more than :data:`MAX_PROBE_DIFFERENCE` on the probe pairs.
+    """
+
+    def __init__(self, session: Any, tokenizer: Any, max_length: int, input_names: Sequence[str]) -> None:
+        self._session = session
+        self._tokenizer = tokenizer
+        self._max_length = max_length
+        self._input_names = list(input_names)
+
+    @classmethod
+    def load(
+        cls, cross_encoder: Any, checksum: str, max_length: int, *, threads: int = 1, cache_dir: Path | None = None
+    ) -> OnnxCrossEncoder:
+        import torch
+
+        from retrieval.dense import default_cache_dir
+        from retrieval.onnx_encoder import EncoderRuntimeError, _ort
+
+        ort = _ort()
+        tokenizer = cross_encoder.tokenizer
+        sample = tokenize_pairs(tokenizer, ["a query"], ["a document to trace the graph"], max_length)
+        input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+        versions = f"torch={torch.__version__};ort={ort.__version__};opset={OPSET}"
+        directory = cache_dir or default_cache_dir() / "onnx"
+        path = directory / f"{checksum}-cross-onnx-{sha256_bytes(versions.encode())[:8]}.onnx"
+        if not path.is_file():
+            _export_cross(cross_encoder.model, sample, input_names, path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        runner = cls(session, tokenizer, max_length, input_names)
+        worst = 0.0
+        for query, text in PROBE_PAIRS:
+            expected = pair_logits(cross_encoder.model, tokenizer, query, [text], max_length, 1)
+            worst = max(worst, float(np.abs(runner.logits(query, [text]) - expected).max()))
+        if worst > MAX_PROBE_DIFFERENCE:
+            raise EncoderRuntimeError(f"onnx cross-encoder logits differ from torch by {worst:.2e}; use torch")
+        logger.info("cross-encoder on onnx (%s, %d thread(s), probe difference %.1e)", path.name, threads, worst)
+        return runner
+
+    def logits(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        """Pairs sorted by length and run a few at a time (little padding; ORT gains nothing from big batches)."""
+        out = np.zeros(len(texts), dtype=np.float64)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), ONNX_RUN_BATCH):
+            rows = order[start : start + ONNX_RUN_BATCH]
+            tokens = self._tokenizer(
+                [query] * len(rows),
+                [texts[i] for i in rows],
+                padding=True,
+                truncation="longest_first",
+                max_length=self._max_length,
+                return_tensors="np",
+            )
+            (logits,) = self._session.run(None, {n: np.asarray(tokens[n], dtype=np.int64) for n in self._input_names})
+            out[rows] = logits[:, 0]
+        return out
+
+
+def _export_cross(model: Any, sample: Any, input_names: list[str], path: Path) -> None:
+    """Export ``model`` (a sequence classifier) to ``path`` through a temporary file and a rename."""
+    import os
+    import warnings
+
+    import torch
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            return self.model(**dict(zip(input_names, inputs, strict=True))).logits
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
+    axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "tokens"} for n in input_names}
+    axes["logits"] = {0: "batch"}
+    model.eval()
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Logits().eval(),
+                tuple(sample[n] for n in input_names),
+                str(tmp),
+                input_names=input_names,
+                output_names=["logits"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.info("exported the cross-encoder to %s", path)

@@ -409,9 +409,12 @@ class LearnedReranker:
             raise CorruptArtifactError(f"{path}: cannot load {model_type} model: {exc}") from exc
 
 
-def load_reranker(path: str | Path, *, verify: bool = True) -> LearnedReranker | CrossEncoderReranker:
+def load_reranker(
+    path: str | Path, *, verify: bool = True, runtime: str = "torch", threads: int = 1
+) -> LearnedReranker | CrossEncoderReranker:
     """Open any reranker directory: a feature model (:class:`LearnedReranker`) or a cross-encoder
     (:class:`retrieval.cross_encoder.CrossEncoderReranker`), as its ``reranker.json`` says.
+    ``runtime`` (``torch`` or ``onnx``) and ``threads`` apply to a cross-encoder only.
 
     Raises what the loaders raise (``ArtifactNotFoundError``, ``CorruptArtifactError``,
     ``IncompatibleArtifactError``).
@@ -424,5 +427,5 @@ def load_reranker(path: str | Path, *, verify: bool = True) -> LearnedReranker |
     if model_type == "cross":
         from retrieval.cross_encoder import CrossEncoderReranker
 
-        return CrossEncoderReranker.load(path, verify=verify)
+        return CrossEncoderReranker.load(path, verify=verify, runtime=runtime, threads=threads)
     return LearnedReranker.load(path, verify=verify)

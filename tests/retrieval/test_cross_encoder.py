@@ -159,3 +159,19 @@ def test_bad_options_exit_2_with_a_message(
     err = capsys.readouterr().err
     assert message in err
     assert not (tmp_path / "rr").exists()
+
+
+def test_onnx_runtime_agrees_with_torch_and_is_cached_by_weights(
+    tmp_path: Path, tiny_index, onnx_encoder, tiny_scifact: Path, private_caches: Path
+):
+    result = _train(tiny_index, onnx_encoder, tiny_scifact, tmp_path / "rr", max_steps=1)
+    torch_rr = load_reranker(tmp_path / "rr")
+    onnx_rr = load_reranker(tmp_path / "rr", runtime="onnx")
+    assert isinstance(onnx_rr, CrossEncoderReranker) and onnx_rr.runtime == "onnx"
+    weights = result.manifest.stats["weights_checksum"]
+    assert [p.name for p in (private_caches / "onnx").glob(f"{weights}-cross-onnx-*.onnx")]
+    query = "0-dimensional biomaterials show inductive properties."
+    texts = [d.contents for d in tiny_index.documents[:12]]
+    np.testing.assert_allclose(onnx_rr.logits(query, texts), torch_rr.logits(query, texts), atol=1e-3)
+    with pytest.raises(ValueError, match="runtime"):
+        load_reranker(tmp_path / "rr", runtime="tensorflow")
