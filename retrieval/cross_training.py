@@ -66,7 +66,7 @@ class CrossTrainingConfig:
     epochs: int = 1
     negatives: int = 3
     batch_groups: int = 4
-    learning_rate: float = 3e-5
+    learning_rate: float = 1e-4
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     max_seq_length: int = 256

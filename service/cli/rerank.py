@@ -53,6 +53,7 @@ def register(groups: Any) -> None:
         "--negatives", type=int, default=3, help="hard negatives per relevant document, from the fused candidates"
     )
     cross.add_argument("--max-seq-length", type=int, default=256, help="word pieces per (query, document) pair")
+    cross.add_argument("--learning-rate", type=float, default=1e-4, help="peak AdamW learning rate (default 1e-4)")
     cross.add_argument(
         "--depths",
         default="20",
@@ -146,6 +147,7 @@ def _cross_config(args: argparse.Namespace) -> Any:
             epochs=args.epochs,
             negatives=args.negatives,
             max_seq_length=args.max_seq_length,
+            learning_rate=args.learning_rate,
             depths=depths,
             seed=args.seed,
         )
