@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -38,9 +38,6 @@ from artifacts import ArtifactNotFoundError, CorruptArtifactError, Manifest
 from retrieval.index import SearchIndex
 from retrieval.rerank_features import FEATURE_NAMES, MONOTONE, RRF_K, candidate_features
 from retrieval.types import ScoredHit
-
-if TYPE_CHECKING:
-    from retrieval.cross_encoder import CrossEncoderReranker
 
 logger = logging.getLogger(__name__)
 
@@ -407,25 +404,3 @@ class LearnedReranker:
             return cls(model, prior_weight, manifest.version, max_query_terms)
         except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
             raise CorruptArtifactError(f"{path}: cannot load {model_type} model: {exc}") from exc
-
-
-def load_reranker(
-    path: str | Path, *, verify: bool = True, runtime: str = "torch", threads: int = 1
-) -> LearnedReranker | CrossEncoderReranker:
-    """Open any reranker directory: a feature model (:class:`LearnedReranker`) or a cross-encoder
-    (:class:`retrieval.cross_encoder.CrossEncoderReranker`), as its ``reranker.json`` says.
-    ``runtime`` (``torch`` or ``onnx``) and ``threads`` apply to a cross-encoder only.
-
-    Raises what the loaders raise (``ArtifactNotFoundError``, ``CorruptArtifactError``,
-    ``IncompatibleArtifactError``).
-    """
-    path = Path(path)
-    try:
-        model_type = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        model_type = None  # LearnedReranker.load names what is missing or damaged
-    if model_type == "cross":
-        from retrieval.cross_encoder import CrossEncoderReranker
-
-        return CrossEncoderReranker.load(path, verify=verify, runtime=runtime, threads=threads)
-    return LearnedReranker.load(path, verify=verify)

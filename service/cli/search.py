@@ -192,7 +192,7 @@ def _local_searcher(
     from retrieval import load_encoder
     from retrieval.index import SearchIndex
     from retrieval.pipeline import Searcher
-    from retrieval.rerank import load_reranker
+    from retrieval.rerankers import load_reranker
 
     index = SearchIndex.load(index_dir)
     encoder = load_encoder(index.encoder_info["name"], runtime)

@@ -120,7 +120,7 @@ def load_search_index(
 
 
 def load_reranker_version(path: Path, current: Searcher) -> Searcher:
-    from retrieval.rerank import load_reranker
+    from retrieval.rerankers import load_reranker
 
     return Searcher(current.index, current.encoder, load_reranker(path))
 

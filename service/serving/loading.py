@@ -18,7 +18,7 @@ from artifacts.registry import Registry
 from retrieval.drift import read_reference
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Reranker, Searcher
-from retrieval.rerank import load_reranker
+from retrieval.rerankers import load_reranker
 from service.config import ServerConfig
 from service.demo import demo_index
 from service.serving.lifecycle import RERANKER, SEARCH_INDEX, load_reranker_version, load_search_index

@@ -15,7 +15,8 @@ from retrieval.cross_encoder import MODEL_DIR, CrossEncoderReranker
 from retrieval.cross_training import CrossTrainingConfig, _scores_at_depth, train_cross_encoder
 from retrieval.dense import resolve_model
 from retrieval.pipeline import Searcher, SearchRequest
-from retrieval.rerank import KIND, load_reranker
+from retrieval.rerank import KIND
+from retrieval.rerankers import load_reranker
 from service.cli import main as cli_main
 
 TINY_QUERIES = 12
