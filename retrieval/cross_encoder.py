@@ -12,7 +12,7 @@ The model directory (written by :func:`retrieval.cross_training.train_cross_enco
 sequence length), the sentence-transformers ``CrossEncoder`` in ``model/`` (Hugging Face
 safetensors, never a pickle) and ``manifest.json`` (kind ``"reranker"``), so every loader of
 rerankers (``eval search --mode rerank``, ``serve --reranker``, registry versions, experiment
-arms) opens it through :func:`retrieval.rerank.load_reranker`.
+arms) opens it through :func:`retrieval.rerankers.load_reranker`.
 
 The final score of the top ``depth`` candidates is, as for the feature rerankers::
 
