@@ -130,6 +130,12 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, default=100, help="documents each retriever returns before fusion")
     parser.add_argument("--reranker", type=Path, help="reranker model directory (mode rerank, local index)")
     parser.add_argument("--rerank-depth", type=int, default=100, help="fused candidates the reranker rescores")
+    parser.add_argument(
+        "--reranker-runtime",
+        default="torch",
+        choices=["torch", "onnx"],
+        help="how a cross-encoder reranker runs (local index; feature rerankers ignore it)",
+    )
     add_encoder_runtime(parser, "torch", "how queries are encoded (local index)")
 
 
@@ -180,15 +186,17 @@ def _check_local(args: argparse.Namespace, index_dir: Path) -> None:
     check_artifact(args.reranker, "reranker", "--reranker")
 
 
-def _local_searcher(index_dir: Path, reranker_dir: Path | None, runtime: str = "torch") -> Any:
+def _local_searcher(
+    index_dir: Path, reranker_dir: Path | None, runtime: str = "torch", reranker_runtime: str = "torch"
+) -> Any:
     from retrieval import load_encoder
     from retrieval.index import SearchIndex
     from retrieval.pipeline import Searcher
-    from retrieval.rerank import LearnedReranker
+    from retrieval.rerankers import load_reranker
 
     index = SearchIndex.load(index_dir)
     encoder = load_encoder(index.encoder_info["name"], runtime)
-    reranker = LearnedReranker.load(reranker_dir) if reranker_dir is not None else None
+    reranker = load_reranker(reranker_dir, runtime=reranker_runtime) if reranker_dir is not None else None
     return Searcher(index, encoder, reranker)
 
 
@@ -278,7 +286,7 @@ def run_search(args: argparse.Namespace) -> int:
     if args.target:
         return _remote_search(args)
     _check_local(args, args.index)
-    searcher = _local_searcher(args.index, args.reranker, args.encoder_runtime)
+    searcher = _local_searcher(args.index, args.reranker, args.encoder_runtime, args.reranker_runtime)
     started = time.perf_counter()
     result = searcher.search(request)
     elapsed = (time.perf_counter() - started) * 1000
@@ -389,7 +397,7 @@ def run_eval_search(args: argparse.Namespace) -> int:
         if index_dir is None:
             run, version = _remote_run(args, queries, bar)
         else:
-            searcher = _local_searcher(index_dir, args.reranker, args.encoder_runtime)
+            searcher = _local_searcher(index_dir, args.reranker, args.encoder_runtime, args.reranker_runtime)
             run, version = _local_run(args, searcher, queries, bar), searcher.index.version
     elapsed = time.perf_counter() - started
     report = evaluate_run(run, qrels, DEFAULT_METRICS)

@@ -42,6 +42,9 @@ def register(groups: Any) -> None:
     what.add_argument("--index", type=Path, help="search index directory (default: the demo index)")
     what.add_argument("--encoder", help="override the encoder named in the index manifest")
     what.add_argument("--reranker", type=Path, help="reranker model directory")
+    what.add_argument(
+        "--reranker-runtime", default="torch", choices=["torch", "onnx"], help="how a cross-encoder reranker runs"
+    )
     what.add_argument("--kb", type=Path, help="entity-linking KB directory (default: the demo KB)")
     what.add_argument("--model", type=Path, help="entity-linking model directory (default: the demo linker)")
     what.add_argument("--registry", type=Path, help="serve the registry's active versions; Admin can then switch them")
@@ -135,6 +138,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         index=args.index,
         encoder=args.encoder,
         reranker=args.reranker,
+        reranker_runtime=args.reranker_runtime,
         kb=args.kb,
         linker_model=args.model,
         threads=args.threads if args.threads is not None else (32 if args.ray is not None else 4),

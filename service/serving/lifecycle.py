@@ -120,9 +120,9 @@ def load_search_index(
 
 
 def load_reranker_version(path: Path, current: Searcher) -> Searcher:
-    from retrieval.rerank import LearnedReranker
+    from retrieval.rerankers import load_reranker
 
-    return Searcher(current.index, current.encoder, LearnedReranker.load(path))
+    return Searcher(current.index, current.encoder, load_reranker(path))
 
 
 class Lifecycle:

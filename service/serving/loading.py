@@ -18,7 +18,7 @@ from artifacts.registry import Registry
 from retrieval.drift import read_reference
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Reranker, Searcher
-from retrieval.rerank import LearnedReranker
+from retrieval.rerankers import load_reranker
 from service.config import ServerConfig
 from service.demo import demo_index
 from service.serving.lifecycle import RERANKER, SEARCH_INDEX, load_reranker_version, load_search_index
@@ -99,7 +99,7 @@ def load_services(config: ServerConfig) -> Services:
         )
     if config.reranker is not None:
         logger.info("loading reranker %s", config.reranker)
-        reranker: Reranker | None = LearnedReranker.load(config.reranker)
+        reranker: Reranker | None = load_reranker(config.reranker, runtime=config.reranker_runtime)
     else:
         reranker = registry_reranker(config)
     searcher = Searcher(index, encoder, reranker)
@@ -152,7 +152,7 @@ def registry_reranker(config: ServerConfig) -> Reranker | None:
     if active is None:
         return None
     logger.info("loading reranker %s from the registry", active.version)
-    return LearnedReranker.load(active.path)
+    return load_reranker(active.path, runtime=config.reranker_runtime)
 
 
 def registry_active_path(config: ServerConfig, kind: str) -> Path | None:

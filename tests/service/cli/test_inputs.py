@@ -30,6 +30,7 @@ def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     import service.serving.loading
     import service.serving.workers
     from linking import Disambiguator
+    from retrieval.cross_encoder import CrossEncoderReranker
     from retrieval.dense import TorchEncoder
     from retrieval.index import SearchIndex
     from retrieval.onnx_encoder import OnnxEncoder
@@ -49,6 +50,7 @@ def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Disambiguator, "load", refuse("a linker model"))
     monkeypatch.setattr(SearchIndex, "load", refuse("a search index"))
     monkeypatch.setattr(LearnedReranker, "load", refuse("a reranker"))
+    monkeypatch.setattr(CrossEncoderReranker, "load", refuse("a cross-encoder reranker"))
     monkeypatch.setattr(service.serving.loading, "load_services", refuse("the served objects"))
     monkeypatch.setattr(service.serving.workers, "run", refuse("the server"))
 
@@ -134,6 +136,57 @@ BAD_INPUTS = [
     (["train", "linker", "--kb", "{kb}", "--benchmark", "{missing}"], ["--benchmark", "no such file"]),
     (["train", "reranker", "--index", "{index}", "--queries", "{queries}", "--qrels", "{missing}"], ["missing"]),
     (["train", "reranker", "--index", "{missing}", "--queries", "{queries}", "--qrels", "{qrels}"], ["--index"]),
+    (
+        [
+            "train",
+            "reranker",
+            "--type",
+            "cross",
+            "--index",
+            "{missing}",
+            "--queries",
+            "{queries}",
+            "--qrels",
+            "{qrels}",
+        ],
+        ["--index"],
+    ),
+    (
+        [
+            "train",
+            "reranker",
+            "--type",
+            "cross",
+            "--index",
+            "{index}",
+            "--queries",
+            "{queries}",
+            "--qrels",
+            "{missing}",
+        ],
+        ["missing"],
+    ),
+    (
+        [
+            "train",
+            "reranker",
+            "--type",
+            "cross",
+            "--index",
+            "{index}",
+            "--queries",
+            "{queries}",
+            "--qrels",
+            "{qrels}",
+            "--depths",
+            "0",
+        ],
+        ["depths"],
+    ),
+    (
+        ["train", "reranker", "--type", "bert", "--index", "{index}", "--queries", "{queries}", "--qrels", "{qrels}"],
+        ["--type", "invalid choice"],
+    ),
     (
         ["train", "reranker", "--index", "{index}", "--queries", "{queries}", "--qrels", "{qrels}", "--out", "{kb}"],
         ["--out"],
