@@ -8,8 +8,8 @@ One row per pair, grouped by mention. The columns (``FEATURE_NAMES``):
 * string: rapidfuzz ratio and token-set ratio of surface and name, exact name match (qualifier
   stripped), the surface being one word of the name; whether the entity's title has a qualifier
   ("Contra (video game)", "Plains, Montana": by Wikipedia's naming, not the name's primary topic),
-  whether the surface matches the whole title, and whether it is the name's acronym ("AFP" for
-  Agence France-Presse, "U.N."), which the ratios score as a poor match;
+  whether the surface matches the whole title, and whether it is the name's acronym ("NATO" for
+  North Atlantic Treaty Organisation, "U.N."), which the ratios score as a poor match;
 * mention form: no capital letter ("director"), a pronoun ("he"), the share of capitalized
   words. Annotations that include pronouns and common nouns make many gold entities missing from
   the candidates; these columns let the model tell such mentions from proper names, so that its
@@ -19,7 +19,7 @@ One row per pair, grouped by mention. The columns (``FEATURE_NAMES``):
 * type cues: the mention's NER type, the entity's type, whether they agree;
 * document coherence: how close the entity's embedding is to the other mentions' likely
   entities; how many other mentions have a candidate sharing a word of this entity's name the
-  mention lacks ("Venus" -> Venus *Williams* <- "Serena" -> Serena *Williams*); whether those
+  mention lacks ("Steve" -> Steve *Waugh* <- "Mark" -> Mark *Waugh*); whether those
   name words occur in the document; whether a longer mention of the document containing this one
   points to the entity (coreference cue, "Saddam" after "Saddam Hussein").
 """
@@ -206,7 +206,7 @@ class FeatureExtractor:
             block[:, col["surface_lowercase"]] = mention.surface == mention.surface.lower()
             block[:, col["surface_pronoun"]] = surfaces[i] in PRONOUNS
             block[:, col["surface_capitalized"]] = _capitalized_share(mention.surface)
-            # "AFP", "U.N.": two capitals or more, one word (not the pronoun "us")
+            # "NATO", "U.N.": two capitals or more, one word (not the pronoun "us")
             acronym_form = " " not in mention.surface.strip() and sum(ch.isupper() for ch in mention.surface) >= 2
             block[:, col["mention_type"]] = TYPE_CODES.get(mention_type or "", 0)
             for offset, cand in enumerate(cands):

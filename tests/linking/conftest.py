@@ -1,4 +1,5 @@
-"""Linking fixtures: a tiny KB written inline, a keyword fake encoder, spaCy, and the shared benchmarks."""
+"""Linking fixtures: a tiny KB written inline (its ambiguities are those of aida_train: "Paris" the city
+or the rugby league team, "Washington" the city or the tennis player, "Hussein" of Jordan or Saddam), a keyword fake encoder, spaCy, and the shared benchmarks."""
 
 from __future__ import annotations
 
@@ -27,12 +28,14 @@ KEYWORDS = [
     "professor",
     "city",
     "france",
-    "hotel",
+    "rugby",
     "iraq",
     "president",
     "newspaper",
     "singer",
     "football",
+    "tennis",
+    "cricket",
 ]
 
 ENTITIES = [
@@ -55,7 +58,12 @@ ENTITIES = [
         entity_type="person",
     ),
     Entity("Paris", "Paris", "Paris is the capital city of France.", entity_type="place"),
-    Entity("Paris Hilton", "Paris Hilton", "Paris Hilton is an American hotel heiress.", entity_type="person"),
+    Entity(
+        "Paris Saint-Germain",
+        "Paris Saint-Germain",
+        "Paris Saint-Germain is a French rugby league team.",
+        entity_type="organization",
+    ),
     Entity("Saddam Hussein", "Saddam Hussein", "Saddam Hussein was president of Iraq.", entity_type="person"),
     Entity("Hussein of Jordan", "Hussein of Jordan", "Hussein was king of Jordan.", entity_type="person"),
     Entity(
@@ -76,8 +84,13 @@ ENTITIES = [
         "The United Nations is an intergovernmental organization.",
         entity_type="organization",
     ),
-    Entity("Victoria Beckham", "Victoria Beckham", "Victoria Beckham is an English singer.", entity_type="person"),
-    Entity("David Beckham", "David Beckham", "David Beckham is an English football player.", entity_type="person"),
+    Entity(
+        "MaliVai Washington",
+        "MaliVai Washington",
+        "MaliVai Washington is an American tennis player.",
+        entity_type="person",
+    ),
+    Entity("Steve Waugh", "Steve Waugh", "Steve Waugh is an Australian cricket captain.", entity_type="person"),
     Entity("Victoria (Australia)", "Victoria (Australia)", "Victoria is a state of Australia.", entity_type="place"),
 ]
 ALIASES = [
@@ -85,7 +98,7 @@ ALIASES = [
     AliasEntry("Michael Jordan", "Michael B. Jordan", 2),
     AliasEntry("Michael Jordan", "Michael I. Jordan", 3),
     AliasEntry("Paris", "Paris", 1),
-    AliasEntry("Paris", "Paris Hilton", 2),
+    AliasEntry("Paris", "Paris Saint-Germain", 2),
     AliasEntry("Hussein", "Hussein of Jordan", 1),
     AliasEntry("Hussein", "Saddam Hussein", 2),
     AliasEntry("Saddam Hussein", "Saddam Hussein", 1),

@@ -13,7 +13,7 @@ from tests.linking.conftest import doc
 
 TEXTS = [
     "Michael Jordan won six NBA titles with the Bulls. Jordan retired in 2003.",
-    "Paris Hilton stayed at a hotel in Paris, France, said The Washington Post.",
+    "Paris Saint-Germain won a rugby league match in Paris, France, said The Washington Post.",
     "nothing to link here",
     "Saddam Hussein was president of Iraq; Hussein met the United Nations envoy.",
 ]
@@ -37,7 +37,7 @@ def test_end_to_end_evaluation_detects_as_one_stream_with_the_same_counts(
     linker = EntityLinker(tiny_kb, linking_encoder, detector=MentionDetector(nlp))
     documents = [
         doc("d1", TEXTS[0], ("Michael Jordan", "Michael Jordan"), ("Bulls", None)),
-        doc("d2", TEXTS[1], ("Paris Hilton", "Paris Hilton"), ("Paris", "Paris")),
+        doc("d2", TEXTS[1], ("Paris Saint-Germain", "Paris Saint-Germain"), ("Paris", "Paris")),
         doc("d3", TEXTS[3], ("Saddam Hussein", "Saddam Hussein"), ("United Nations", "United Nations")),
     ]
     calls = []

@@ -12,7 +12,7 @@ DOC = LinkingDocument(
     "d1",
     "Paris met Hussein in Paris. Nobody came.",
     (
-        GoldMention(0, 5, "Paris", "Paris Hilton"),
+        GoldMention(0, 5, "Paris", "Paris Saint-Germain"),
         GoldMention(10, 17, "Hussein", "Saddam Hussein"),
         GoldMention(21, 26, "Paris", "Paris"),
         GoldMention(28, 34, "Nobody", None),
@@ -37,7 +37,7 @@ def test_prf_counts_add_up_to_micro_scores() -> None:
 def test_ed_scoring_counts_nil_predictions_only_against_recall_and_entities_on_nil_gold_as_fp() -> None:
     result = EvaluationResult("ed")
     links = [
-        link(0, 5, "Paris", "Paris", "Paris Hilton"),  # wrong: fp and fn
+        link(0, 5, "Paris", "Paris", "Paris Saint-Germain"),  # wrong: fp and fn
         link(10, 17, "Saddam Hussein", "Hussein of Jordan", "Saddam Hussein"),  # right
         link(21, 26, None, "Paris"),  # NIL: fn only
         link(28, 34, "Paris"),  # gold NIL, an entity predicted: fp (a predicted non-NIL that is not correct)
@@ -56,7 +56,7 @@ def test_ed_scoring_counts_nil_predictions_only_against_recall_and_entities_on_n
 def test_e2e_scoring_needs_exact_spans() -> None:
     result = EvaluationResult("e2e")
     links = [
-        link(0, 5, "Paris Hilton"),  # right
+        link(0, 5, "Paris Saint-Germain"),  # right
         link(10, 16, "Saddam Hussein"),  # wrong span: fp, and the gold is missed
         link(35, 39, "Paris"),  # spurious: fp
     ]

@@ -27,7 +27,7 @@ TRAIN = [
     doc("2", "Michael Jordan starred as a boxer in the film Creed.", ("Michael Jordan", "Michael B. Jordan")),
     doc("3", "Professor Michael Jordan teaches machine learning.", ("Michael Jordan", "Michael I. Jordan")),
     doc("4", "Paris is a city in France.", ("Paris", "Paris")),
-    doc("5", "Paris opened a new hotel for the heiress.", ("Paris", "Paris Hilton")),
+    doc("5", "Paris won the rugby league final.", ("Paris", "Paris Saint-Germain")),
     doc("6", "The Bulls and the NBA honoured Michael Jordan.", ("Michael Jordan", "Michael Jordan")),
     doc("7", "The actor Michael Jordan returned in the Creed film.", ("Michael Jordan", "Michael B. Jordan")),
     doc("8", "Machine learning by the professor Michael Jordan.", ("Michael Jordan", "Michael I. Jordan")),
@@ -204,7 +204,7 @@ def test_title_columns_mark_qualified_titles_and_whole_title_matches(linker: Ent
             rows[(mention.surface, cand.entity_id)] = tuple(prepared.features[lo + offset, [qualified, title]])
     assert rows[("Victoria", "Victoria (Australia)")] == (1.0, 0.0)  # a qualified title, matched without it
     assert rows[("Paris", "Paris")] == (0.0, 1.0)  # the primary topic, matched whole
-    assert rows[("Paris", "Paris Hilton")] == (0.0, 0.0)
+    assert rows[("Paris", "Paris Saint-Germain")] == (0.0, 0.0)
 
 
 def test_acronym_column_marks_a_capitalized_surface_that_spells_the_name(linker: EntityLinker) -> None:

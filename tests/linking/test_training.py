@@ -77,7 +77,7 @@ TRAIN = [
     doc("2", "Michael Jordan starred as a boxer in the film Creed.", ("Michael Jordan", "Michael B. Jordan")),
     doc("3", "Professor Michael Jordan teaches machine learning.", ("Michael Jordan", "Michael I. Jordan")),
     doc("4", "Paris is a city in France.", ("Paris", "Paris")),
-    doc("5", "Paris opened a new hotel for the heiress.", ("Paris", "Paris Hilton")),
+    doc("5", "Paris won the rugby league final.", ("Paris", "Paris Saint-Germain")),
     doc("6", "The Bulls and the NBA honoured Michael Jordan.", ("Michael Jordan", "Michael Jordan")),
     doc("7", "The actor Michael Jordan returned in the Creed film.", ("Michael Jordan", "Michael B. Jordan")),
     doc("8", "Machine learning by the professor Michael Jordan.", ("Michael Jordan", "Michael I. Jordan")),

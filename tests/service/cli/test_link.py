@@ -124,8 +124,8 @@ SPORTS_AND_CITIES = [
 PEOPLE = [
     ("Michael Jordan starred in the film Creed.", [("Michael Jordan", "Michael B. Jordan")]),
     ("Michael Jordan is a professor of machine learning.", [("Michael Jordan", "Michael I. Jordan")]),
-    ("Paris Hilton opened a hotel; Paris smiled.", [("Paris Hilton", "Paris Hilton")]),
-    ("Victoria Beckham is a singer.", [("Victoria Beckham", "Victoria Beckham")]),
+    ("Paris Saint-Germain won the rugby league final; Paris cheered.", [("Paris Saint-Germain", "Paris Saint-Germain")]),
+    ("MaliVai Washington is a tennis player.", [("MaliVai Washington", "MaliVai Washington")]),
 ]
 
 

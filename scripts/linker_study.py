@@ -1,0 +1,151 @@
+"""Model selection for the entity linker on prepared features: seeds, feature drops, the dev set.
+
+Preparing candidates and features is the slow part of ``sleuth train linker`` (about 15 minutes for
+the four training sets on two cores); fitting is minutes. This script prepares once and then
+compares variants under the selection criterion of docs/models/linker.md (primary: aida_testa ED
+F1, mean over seeds; secondary: leave-one-dataset-out ED F1 over the training sets):
+
+    python -m scripts.linker_study prepare --kb KB --out var/study
+    python -m scripts.linker_study run --study var/study --seeds 13 7 29
+    python -m scripts.linker_study run --study var/study --seeds 13 7 29 --drop acronym_match --lodo
+
+``prepare`` reads only training sets and the dev set (aida_testa); report sets are never touched.
+Each ``run`` appends one JSON line per seed to ``STUDY/runs.jsonl`` (variant, seed, CV F1 and NIL
+rule, dev ED F1 and, with ``--lodo``, LODO F1 by dataset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "linking"
+TRAINING = {
+    "aquaint": DATA / "benchmarks" / "aquaint.jsonl",
+    "oke2015": DATA / "benchmarks" / "oke2015.jsonl",
+    "oke2016": DATA / "benchmarks" / "oke2016.jsonl",
+    "aida_train": DATA / "aida" / "benchmarks" / "aida_train.jsonl",
+}
+DEV = {"aida_testa": DATA / "aida" / "benchmarks" / "aida_testa.jsonl"}
+
+
+def _linker(kb_dir: Path, runtime: str):
+    from linking import EntityLinker, KnowledgeBase, MentionDetector, load_spacy
+    from retrieval.onnx_encoder import load_encoder
+
+    kb = KnowledgeBase.load(kb_dir)
+    return EntityLinker.build(kb, load_encoder(runtime=runtime), detector=MentionDetector(load_spacy()))
+
+
+def prepare(args: argparse.Namespace) -> None:
+    from linking import read_benchmark
+    from linking.augmentation import shorten_person_mentions
+    from linking.training import prepare_documents
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    linker = _linker(Path(args.kb), args.runtime)
+    train, dev = [], []
+    for name, path in TRAINING.items():
+        started = time.perf_counter()
+        documents = read_benchmark(path)
+        train += prepare_documents(linker, documents, name)
+        train += prepare_documents(linker, shorten_person_mentions(documents, linker.kb), name)
+        print(f"{name}: {len(documents)} documents in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    for name, path in DEV.items():
+        dev += prepare_documents(linker, read_benchmark(path), name)
+    with open(out / "prepared.pkl", "wb") as handle:
+        pickle.dump({"kb": str(args.kb), "runtime": args.runtime, "train": train, "dev": dev}, handle)
+    print(f"prepared {len(train)} training and {len(dev)} dev documents -> {out / 'prepared.pkl'}")
+
+
+def _drop(documents, columns: list[int]):
+    """Copies of ``documents`` whose ``columns`` are zero (a constant column is never split on)."""
+    if not columns:
+        return documents
+    out = []
+    for doc in documents:
+        features = doc.prepared.features.copy()
+        features[:, columns] = 0.0
+        out.append(replace(doc, prepared=replace(doc.prepared, features=features)))
+    return out
+
+
+def run(args: argparse.Namespace) -> None:
+    from linking.disambiguation import DisambiguatorConfig
+    from linking.features import FEATURE_NAMES
+    from linking.training import (
+        _model_scores,
+        _rule,
+        cross_validate,
+        evaluate_prepared,
+        leave_one_dataset_out,
+        train_disambiguator,
+    )
+
+    study = Path(args.study)
+    with open(study / "prepared.pkl", "rb") as handle:
+        data = pickle.load(handle)
+    unknown = [name for name in args.drop if name not in FEATURE_NAMES]
+    if unknown:
+        raise SystemExit(f"--drop: unknown feature(s) {', '.join(unknown)}")
+    columns = [FEATURE_NAMES.index(name) for name in args.drop]
+    train, dev = _drop(data["train"], columns), _drop(data["dev"], columns)
+    linker = _linker(Path(data["kb"]), data["runtime"])
+    for seed in args.seeds:
+        started = time.perf_counter()
+        config = DisambiguatorConfig(seed=seed)
+        cv = cross_validate(linker, train, config)
+        model = train_disambiguator(train, config, first_pass_scores=cv.first_pass_scores)
+        options = _rule(cv.threshold, cv.margin, True)
+        results = evaluate_prepared(linker, dev, [_model_scores(model, d) for d in dev], options)
+        row = {
+            "variant": args.name or ("drop:" + ",".join(args.drop) if args.drop else "default"),
+            "seed": seed,
+            "cv_f1": cv.f1_overall,
+            "cv_f1_by_dataset": cv.f1_by_dataset,
+            "nil_rule": [cv.threshold, cv.margin],
+            "dev_ed": {k: round(v.counts.f1, 4) for k, v in results.items() if k != "all"},
+        }
+        if args.lodo:
+            transfer = leave_one_dataset_out(linker, train, config)
+            row["lodo_f1"] = transfer.f1_overall
+            row["lodo_f1_by_dataset"] = transfer.f1_by_dataset
+        row["seconds"] = round(time.perf_counter() - started)
+        print(json.dumps(row), flush=True)
+        with open(study / "runs.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+    rows = [json.loads(line) for line in (study / "runs.jsonl").read_text().splitlines()]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        values = [r["dev_ed"]["aida_testa"] for r in rows if r["variant"] == variant]
+        print(f"{variant}: aida_testa ED mean {np.mean(values):.4f} (min {min(values):.4f}, max {max(values):.4f}, "
+              f"{len(values)} seeds)")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="prepare the training sets and the dev set once")
+    p.add_argument("--kb", required=True, help="KB directory (shared + aida additions)")
+    p.add_argument("--out", required=True, help="study directory to write")
+    p.add_argument("--runtime", default="onnx", help="encoder runtime (default onnx, as train linker)")
+    r = sub.add_parser("run", help="cross-validate, fit and score the dev set, per seed")
+    r.add_argument("--study", required=True, help="a directory written by prepare")
+    r.add_argument("--seeds", type=int, nargs="+", default=[13, 7, 29], help="LightGBM seeds (default 13 7 29)")
+    r.add_argument("--drop", nargs="*", default=[], help="feature columns to zero out")
+    r.add_argument("--name", default="", help="variant name in runs.jsonl (default from --drop)")
+    r.add_argument("--lodo", action="store_true", help="also leave-one-dataset-out F1 (four more CVs per seed)")
+    args = parser.parse_args(argv)
+    prepare(args) if args.command == "prepare" else run(args)
+
+
+if __name__ == "__main__":
+    main()
