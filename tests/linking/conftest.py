@@ -1,5 +1,7 @@
-"""Linking fixtures: a tiny KB written inline (its ambiguities are those of aida_train: "Paris" the city
-or the rugby league team, "Washington" the city or the tennis player, "Hussein" of Jordan or Saddam), a keyword fake encoder, spaCy, and the shared benchmarks."""
+"""Linking fixtures: a tiny KB written inline, a keyword fake encoder, spaCy, and the shared benchmarks.
+
+The tiny KB's ambiguities are those of aida_train: "Paris" the city or the rugby league team,
+"Washington" the city or the tennis player, "Hussein" of Jordan or Saddam."""
 
 from __future__ import annotations
 

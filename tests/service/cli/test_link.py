@@ -124,7 +124,7 @@ SPORTS_AND_CITIES = [
 PEOPLE = [
     ("Michael Jordan starred in the film Creed.", [("Michael Jordan", "Michael B. Jordan")]),
     ("Michael Jordan is a professor of machine learning.", [("Michael Jordan", "Michael I. Jordan")]),
-    ("Paris Saint-Germain won the rugby league final; Paris cheered.", [("Paris Saint-Germain", "Paris Saint-Germain")]),
+    ("Paris Saint-Germain won the league final; Paris cheered.", [("Paris Saint-Germain", "Paris Saint-Germain")]),
     ("MaliVai Washington is a tennis player.", [("MaliVai Washington", "MaliVai Washington")]),
 ]
 
