@@ -43,7 +43,7 @@ from artifacts import Manifest, checksum_files, code_version, library_versions, 
 from retrieval.corpus import Qrels, load_qrels, load_queries
 from retrieval.cross_encoder import MODEL_DIR, CrossEncoderReranker, load_cross_encoder, pair_logits, tokenize_pairs
 from retrieval.dense import DEFAULT_ENCODER, Encoder, resolve_model
-from retrieval.encoder_training import SPLIT_SALT, split_queries
+from retrieval.encoder_training import SPLIT_SALT, Triple, draw_examples, set_seed, split_queries
 from retrieval.fusion import FusionConfig
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher, SearchRequest
@@ -111,14 +111,7 @@ class CrossTrainingConfig:
         return out
 
 
-@dataclass(frozen=True)
-class Group:
-    """One training example: a query, a relevant document, and hard negatives (texts)."""
-
-    qid: str
-    query: str
-    positive: str
-    negatives: tuple[str, ...]
+Group = Triple  # one training example: a query, a relevant document and hard negatives (texts)
 
 
 @dataclass(frozen=True)
@@ -148,35 +141,17 @@ def mine_groups(
 ) -> list[Group]:
     """One group per (query, relevant document in the index); negatives drawn (seeded) from the fused
     candidates at ranks ``negative_skip + 1 .. negative_depth`` that are not judged relevant."""
-    rng = random.Random(config.seed)
-    known = {doc.doc_id for doc in index.documents}
-    groups = []
-    for query, ids in zip(queries, candidates, strict=True):
-        judgments = qrels[query.qid]
-        pool = [d for d in ids[config.negative_skip : config.negative_depth] if judgments.get(d, 0) <= 0]
-        if not pool:
-            continue
-        for doc_id, score in sorted(judgments.items()):
-            if score <= 0 or doc_id not in known:
-                continue
-            drawn = rng.sample(pool, min(config.negatives, len(pool)))
-            groups.append(
-                Group(
-                    query.qid,
-                    query.text,
-                    index.document(doc_id).contents,
-                    tuple(index.document(n).contents for n in drawn),
-                )
-            )
-    return groups
-
-
-def _set_seed(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    ranked = [ids[: config.negative_depth] for ids in candidates]
+    return draw_examples(
+        index,
+        queries,
+        ranked,
+        qrels,
+        skip=config.negative_skip,
+        count=config.negatives,
+        rng=random.Random(config.seed),
+        need_negatives=True,
+    )
 
 
 def _train_epoch(
@@ -307,7 +282,7 @@ def train_cross_encoder(
 
     base_location = resolve_model(config.base)
     base_checksum = sha256_tree(base_location)[:16] if Path(base_location).is_dir() else config.base
-    _set_seed(config.seed)
+    set_seed(config.seed)
     cross = load_cross_encoder(base_location, config.max_seq_length, fresh_head=True)
     model, tokenizer = cross.model, cross.tokenizer
     rng = random.Random(config.seed)

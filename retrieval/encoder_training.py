@@ -151,35 +151,58 @@ def split_queries(queries: Sequence[Query], qrels: Qrels, folds: int) -> tuple[l
     return fit, held
 
 
-def mine_triples(
-    index: SearchIndex, base_encoder: Any, queries: Sequence[Query], qrels: Qrels, config: EncoderTrainingConfig
+def draw_examples(
+    index: SearchIndex,
+    queries: Sequence[Query],
+    ranked: Sequence[Sequence[str]],
+    qrels: Qrels,
+    *,
+    skip: int,
+    count: int,
+    rng: random.Random,
+    need_negatives: bool = False,
 ) -> list[Triple]:
-    """One triple per (query, relevant document), negatives drawn from the base hybrid ranking (seeded)."""
-    rng = random.Random(config.seed)
-    searcher = Searcher(index, base_encoder)
-    vectors = searcher.encode_queries([q.text for q in queries])
-    positions = {doc.doc_id for doc in index.documents}
-    triples = []
-    for query, vector in zip(queries, vectors, strict=True):
+    """One example per (query, document judged relevant and in the index), with ``count`` hard negatives
+    drawn by ``rng`` from the query's ranked ids past the first ``skip`` that are not judged relevant.
+    With ``need_negatives``, a query whose pool is empty gives no example."""
+    known = {doc.doc_id for doc in index.documents}
+    examples = []
+    for query, ids in zip(queries, ranked, strict=True):
         judgments = qrels[query.qid]
-        result = searcher.run(SearchRequest(query.text, top_k=config.negative_depth, fusion=FusionConfig()), vector)
-        pool = [h.doc_id for h in result.hits[config.negative_skip :] if judgments.get(h.doc_id, 0) <= 0]
+        pool = [d for d in ids[skip:] if judgments.get(d, 0) <= 0]
+        if need_negatives and not pool:
+            continue
         for doc_id, score in sorted(judgments.items()):
-            if score <= 0 or doc_id not in positions:
+            if score <= 0 or doc_id not in known:
                 continue
-            negatives = rng.sample(pool, min(config.hard_negatives, len(pool)))
-            triples.append(
+            drawn = rng.sample(pool, min(count, len(pool)))
+            examples.append(
                 Triple(
                     query.qid,
                     query.text,
                     index.document(doc_id).contents,
-                    tuple(index.document(n).contents for n in negatives),
+                    tuple(index.document(n).contents for n in drawn),
                 )
             )
-    return triples
+    return examples
 
 
-def _set_seed(seed: int) -> None:
+def mine_triples(
+    index: SearchIndex, base_encoder: Any, queries: Sequence[Query], qrels: Qrels, config: EncoderTrainingConfig
+) -> list[Triple]:
+    """One triple per (query, relevant document), negatives drawn from the base hybrid ranking (seeded)."""
+    searcher = Searcher(index, base_encoder)
+    vectors = searcher.encode_queries([q.text for q in queries])
+    ranked = []
+    for query, vector in zip(queries, vectors, strict=True):
+        request = SearchRequest(query.text, top_k=config.negative_depth, fusion=FusionConfig())
+        ranked.append([h.doc_id for h in searcher.run(request, vector).hits])
+    rng = random.Random(config.seed)
+    return draw_examples(index, queries, ranked, qrels, skip=config.negative_skip, count=config.hard_negatives, rng=rng)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (training runs repeat on the same machine)."""
     import torch
 
     random.seed(seed)
@@ -345,7 +368,7 @@ def train_encoder(
         base_scores = index_held_out_ndcg(index, base_encoder, held, judgments, config) if held else {}
     logger.info("%d training triples from %d queries; %d queries held out", len(triples), len(fit), len(held))
 
-    _set_seed(config.seed)
+    set_seed(config.seed)
     model = SentenceTransformer(base_location, device="cpu")
     model.max_seq_length = config.max_seq_length
     rng = random.Random(config.seed)
