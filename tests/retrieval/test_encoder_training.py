@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,27 +19,14 @@ from retrieval.encoder_training import (
     split_queries,
     train_encoder,
 )
+from tests.retrieval.tiny_scifact import TINY_QUERIES, write_tiny_scifact
 
-TINY_QUERIES = 12
-TINY_OTHERS = 30
 FAST = {"epochs": 1, "batch_size": 4, "max_seq_length": 64, "encode_batch_size": 16}
 
 
 @pytest.fixture(scope="module")
 def tiny_scifact(scifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first 12 judged SciFact train queries, their relevant documents and the first 30 other documents."""
-    out = tmp_path_factory.mktemp("tiny-scifact")
-    rows = [line.split("\t") for line in (scifact_dir / "qrels" / "train.tsv").read_text().splitlines()[1:]]
-    qids = list(dict.fromkeys(row[0] for row in rows))[:TINY_QUERIES]
-    chosen = [row for row in rows if row[0] in qids]
-    judged = {row[1] for row in chosen}
-    docs = [json.loads(line) for line in (scifact_dir / "corpus.jsonl").read_text().splitlines()]
-    keep = [d for d in docs if d["_id"] in judged] + [d for d in docs if d["_id"] not in judged][:TINY_OTHERS]
-    (out / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in keep))
-    queries = [json.loads(line) for line in (scifact_dir / "queries.jsonl").read_text().splitlines()]
-    (out / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries if q["_id"] in qids))
-    (out / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in chosen))
-    return out
+    return write_tiny_scifact(scifact_dir, tmp_path_factory.mktemp("tiny-scifact"))
 
 
 def _train(data: Path, out: Path, **overrides: object):
