@@ -43,7 +43,14 @@ from artifacts import Manifest, checksum_files, code_version, library_versions, 
 from retrieval.corpus import Qrels, load_qrels, load_queries
 from retrieval.cross_encoder import MODEL_DIR, CrossEncoderReranker, load_cross_encoder, pair_logits, tokenize_pairs
 from retrieval.dense import DEFAULT_ENCODER, Encoder, resolve_model
-from retrieval.encoder_training import SPLIT_SALT, Triple, draw_examples, set_seed, split_queries
+from retrieval.encoder_training import (
+    SPLIT_SALT,
+    Triple,
+    draw_examples,
+    optimization_step,
+    set_seed,
+    split_queries,
+)
 from retrieval.fusion import FusionConfig
 from retrieval.index import SearchIndex
 from retrieval.pipeline import Searcher, SearchRequest
@@ -178,20 +185,7 @@ def _train_epoch(
                 for part in torch.split(logits, sizes)
             ]
         ).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        if step % 10 == 0 or step == len(batches):
-            logger.info(
-                "step %d/%d: loss %.4f (%.0f s)",
-                step,
-                len(batches),
-                np.mean(losses[-10:]),
-                time.perf_counter() - started,
-            )
+        optimization_step(model, optimizer, scheduler, loss, losses, step, len(batches), started)
     return float(np.mean(losses)) if losses else 0.0
 
 

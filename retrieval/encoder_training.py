@@ -286,11 +286,28 @@ def _scores(
     }
 
 
+def optimization_step(
+    model: Any, optimizer: Any, scheduler: Any, loss: Any, losses: list[float], step: int, steps: int, started: float
+) -> None:
+    """One clipped optimizer and scheduler step on ``loss``; the loss is kept in ``losses`` and logged
+    every ten steps."""
+    import torch
+
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    losses.append(float(loss.detach()))
+    if step % 10 == 0 or step == steps:
+        logger.info("step %d/%d: loss %.4f (%.0f s)", step, steps, np.mean(losses[-10:]), time.perf_counter() - started)
+
+
 def _train_epoch(model: Any, optimizer: Any, scheduler: Any, batches: list[list[Triple]], scale: float) -> float:
     import torch
 
     model.train()
-    losses = []
+    losses: list[float] = []
     started = time.perf_counter()
     for step, batch in enumerate(batches, start=1):
         queries = [t.query for t in batch]
@@ -301,20 +318,7 @@ def _train_epoch(model: Any, optimizer: Any, scheduler: Any, batches: list[list[
         d = torch.nn.functional.normalize(d, dim=-1)
         logits = scale * q @ d.T
         loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(batch)))
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        if step % 10 == 0 or step == len(batches):
-            logger.info(
-                "step %d/%d: loss %.4f (%.0f s)",
-                step,
-                len(batches),
-                np.mean(losses[-10:]),
-                time.perf_counter() - started,
-            )
+        optimization_step(model, optimizer, scheduler, loss, losses, step, len(batches), started)
     return float(np.mean(losses)) if losses else 0.0
 
 
