@@ -132,6 +132,36 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+HEAVY_GROUPS = (
+    ("scifact_index", "scifact-index"),
+    ("trained", "linking-guard"),
+)
+"""Session fixtures worth building once: every test that uses one runs in that fixture's group."""
+
+
+def xdist_group(item: pytest.Item) -> str:
+    """The group a test runs in under ``pytest -n 2 --dist loadgroup`` (what ``make test`` runs).
+
+    A group runs whole on one worker, in collection order. The Ray tests are one group (they share
+    one session cluster, and some start private clusters that must not overlap with it); tests that
+    use one of :data:`HEAVY_GROUPS` run in its group, so it is built once; every other test runs
+    with the rest of its module, so module fixtures are built once too.
+    """
+    path = Path(str(item.path)).resolve().relative_to(Path(__file__).resolve().parent)
+    if path.parts[:2] == ("service", "cluster") or item.get_closest_marker("ray") is not None:
+        return "ray"
+    names = set(getattr(item, "fixturenames", ()))
+    for fixture, group in HEAVY_GROUPS:
+        if fixture in names:
+            return group
+    return path.as_posix()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+
+
 @pytest.fixture(scope="session")
 def private_caches() -> Path:
     """The library's cache directory for this session (``$SLEUTH_CACHE_DIR``, see :func:`pytest_configure`)."""
