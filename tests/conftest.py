@@ -132,35 +132,42 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-HEAVY_GROUPS = (
-    ("scifact_index", "scifact-index"),
-    ("trained", "linking-guard"),
-)
-"""Session fixtures worth building once: every test that uses one runs in that fixture's group."""
+HEAVY_FIXTURES = {"scifact_index": "scifact-index", "trained": "linking-guard"}
+"""Session fixtures worth building once per run, and the group every test that uses one runs in."""
+
+MODULE_GROUPS = {
+    "tests/retrieval/test_quality.py": "scifact-index",
+    "tests/retrieval/test_rerank_integration.py": "scifact-index",
+    "tests/retrieval/test_onnx_encoder.py": "scifact-index",
+    "tests/linking/test_benchmarks.py": "linking-guard",
+}
+"""Modules whose tests use a heavy fixture (tests/test_conftest_groups.py checks the table)."""
 
 
-def xdist_group(item: pytest.Item) -> str:
-    """The group a test runs in under ``pytest -n 2 --dist loadgroup`` (what ``make test`` runs).
+def scheduling_group(nodeid: str) -> str:
+    """The group a test runs in when ``make test`` runs pytest on two workers.
 
-    A group runs whole on one worker, in collection order. The Ray tests are one group (they share
-    one session cluster, and some start private clusters that must not overlap with it); tests that
-    use one of :data:`HEAVY_GROUPS` run in its group, so it is built once; every other test runs
-    with the rest of its module, so module fixtures are built once too.
+    A group runs whole on one worker, in collection order: the Ray tests (they share one session
+    cluster, and some start private clusters that should not overlap with it), the users of each
+    heavy session fixture (so it is built once), and otherwise each module (so module fixtures are
+    built once too).
     """
-    path = Path(str(item.path)).resolve().relative_to(Path(__file__).resolve().parent)
-    if path.parts[:2] == ("service", "cluster") or item.get_closest_marker("ray") is not None:
+    module = nodeid.split("::", 1)[0]
+    if module.startswith("tests/service/cluster/"):
         return "ray"
-    names = set(getattr(item, "fixturenames", ()))
-    for fixture, group in HEAVY_GROUPS:
-        if fixture in names:
-            return group
-    return path.as_posix()
+    return MODULE_GROUPS.get(module, module)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups off the markers
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's scope scheduling with :func:`scheduling_group` as the scope."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scheduling_group(nodeid)
+
+    return GroupScheduling(config, log)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
