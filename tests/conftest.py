@@ -18,6 +18,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -141,7 +142,10 @@ MODULE_GROUPS = {
     "tests/retrieval/test_onnx_encoder.py": "scifact-index",
     "tests/linking/test_benchmarks.py": "linking-guard",
 }
-"""Modules whose tests use a heavy fixture (tests/test_conftest_groups.py checks the table)."""
+"""Modules whose tests use a heavy fixture (tests/test_scheduling_groups.py checks the table)."""
+
+LONGEST_GROUPS = ("ray", "linking-guard", "scifact-index")
+"""Scheduled first, in this order (each takes minutes; most modules take seconds)."""
 
 
 def scheduling_group(nodeid: str) -> str:
@@ -164,8 +168,18 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     from xdist.scheduler import LoadScopeScheduling
 
     class GroupScheduling(LoadScopeScheduling):
+        ordered = False
+
         def _split_scope(self, nodeid: str) -> str:
             return scheduling_group(nodeid)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if not self.ordered:  # the longest groups first, so that none of them starts last
+                for group in reversed(LONGEST_GROUPS):
+                    if group in self.workqueue:
+                        self.workqueue.move_to_end(group, last=False)
+                self.ordered = True
+            super()._assign_work_unit(node)
 
     return GroupScheduling(config, log)  # type: ignore[arg-type]
 
