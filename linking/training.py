@@ -260,9 +260,9 @@ def evaluate_prepared(
     ``ranked`` is each document's :meth:`EntityLinker.rank` of its scores, if the caller has it already.
     """
     results: dict[str, EvaluationResult] = {}
-    for i, (doc, doc_scores) in enumerate(zip(documents, scores, strict=True)):
+    rankings = ranked if ranked is not None else [None] * len(documents)
+    for doc, doc_scores, doc_ranked in zip(documents, scores, rankings, strict=True):
         mode = "e2e" if doc.detected else "ed"
-        doc_ranked = ranked[i] if ranked is not None else None
         links = linker.decide(doc.prepared, doc_scores, options, detected=doc.detected, ranked=doc_ranked)
         for key in (doc.dataset, "all"):
             score_document(doc.document, links, mode, results.setdefault(key, EvaluationResult(mode)))
