@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 _PUNCT = re.compile(r"[^\w\s]", flags=re.UNICODE)
 _DROPPED = re.compile(r"[.'’]")
@@ -69,8 +70,11 @@ def strip_diacritics(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+@lru_cache(maxsize=1 << 17)
 def normalize_alias(text: str) -> str:
     """The lookup key of a surface form: casefolded, no diacritics, no punctuation, no leading "the".
+
+    Memoized: linking and training ask for the same surfaces' keys many times.
 
     Example:
         >>> normalize_alias("The  Beatles!")
@@ -103,6 +107,7 @@ def strip_qualifier(name: str) -> str:
     return base or name
 
 
+@lru_cache(maxsize=1 << 16)
 def acronym(name: str) -> str | None:
     """Initials of the capitalized words of a multi-word name, if it has at least two of them."""
     words = [w for w in re.split(r"[\s\-]+", name) if w]

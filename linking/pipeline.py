@@ -330,6 +330,22 @@ class EntityLinker:
         )
         return second.score(features)
 
+    def rank(self, prepared: PreparedDocument, scores: np.ndarray) -> list[tuple[Candidate, ...]]:
+        """Each mention's candidates with their scores, best first (what :meth:`decide` decides on).
+
+        Training scores one document under many NIL rules: it ranks once and passes the result
+        to :meth:`decide` for every rule.
+        """
+        return [
+            tuple(
+                sorted(
+                    (replace(c, score=float(s)) for c, s in zip(cands, scores[lo:hi], strict=True)),
+                    key=lambda c: -c.score,
+                )
+            )
+            for cands, (lo, hi) in zip(prepared.candidates, prepared.groups(), strict=True)
+        ]
+
     def decide(
         self,
         prepared: PreparedDocument,
@@ -337,11 +353,13 @@ class EntityLinker:
         options: LinkOptions | None = None,
         *,
         detected: bool = False,
+        ranked: Sequence[tuple[Candidate, ...]] | None = None,
     ) -> list[Link]:
         """Links from candidate scores: best candidate, NIL when low and not clearly ahead, then coreference.
 
         ``detected`` says the mentions were detected, not given: the model's NIL rule for detected
-        mentions applies (if it has one and the options do not override it).
+        mentions applies (if it has one and the options do not override it). ``ranked`` is
+        :meth:`rank` of the same scores, if the caller has it already.
         """
         options = options or LinkOptions()
         model_threshold, model_margin = self.scorer.nil_rule(detected=detected)
@@ -349,11 +367,9 @@ class EntityLinker:
         margin = options.nil_margin if options.nil_margin is not None else model_margin
         unnamed_min = self.config.unnamed_min_score_detected if detected else self.config.unnamed_min_score
         links = []
-        for mention, cands, (lo, hi) in zip(prepared.mentions, prepared.candidates, prepared.groups(), strict=True):
-            scored = sorted(
-                (replace(c, score=float(s)) for c, s in zip(cands, scores[lo:hi], strict=True)),
-                key=lambda c: -c.score,
-            )
+        if ranked is None:
+            ranked = self.rank(prepared, scores)
+        for mention, scored in zip(prepared.mentions, ranked, strict=True):
             if not scored:
                 links.append(Link(mention, None, 0.0, ()))
                 continue
@@ -366,10 +382,13 @@ class EntityLinker:
             # lacks is likelier than this one. A threshold of 0 (never NIL) turns the guard off too.
             if threshold > 0 and NAME_SOURCES.isdisjoint(best.sources) and best.score < unnamed_min:
                 entity = None
-            links.append(Link(mention, entity, best.score, tuple(scored)))
+            links.append(Link(mention, entity, best.score, scored))
         if options.coreference and self.config.coreference:
             links = propagate_entities(links, self.kb)
-        return [replace(link, candidates=link.candidates[: max(options.top_candidates, 0)]) for link in links]
+        top = max(options.top_candidates, 0)
+        return [
+            link if len(link.candidates) <= top else replace(link, candidates=link.candidates[:top]) for link in links
+        ]
 
     # -- entry points ---------------------------------------------------------------------------
 

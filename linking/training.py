@@ -52,7 +52,7 @@ from linking.features import collective_features
 from linking.normalization import normalize_alias
 from linking.pipeline import EntityLinker, LinkOptions, PreparedDocument
 from linking.prior import MentionPrior
-from linking.types import LinkingDocument, Mention
+from linking.types import Candidate, LinkingDocument, Mention
 
 logger = logging.getLogger(__name__)
 
@@ -332,12 +332,17 @@ def evaluate_prepared(
     documents: Sequence[TrainingDocument],
     scores: Sequence[np.ndarray],
     options: LinkOptions,
+    ranked: Sequence[Sequence[tuple[Candidate, ...]]] | None = None,
 ) -> dict[str, EvaluationResult]:
-    """ED results per dataset (and ``all``) of given per-document scores; e2e results for detected documents."""
+    """ED results per dataset (and ``all``) of given per-document scores; e2e results for detected documents.
+
+    ``ranked`` is each document's :meth:`EntityLinker.rank` of its scores, if the caller has it already.
+    """
     results: dict[str, EvaluationResult] = {}
-    for doc, doc_scores in zip(documents, scores, strict=True):
+    rankings = ranked if ranked is not None else [None] * len(documents)
+    for doc, doc_scores, doc_ranked in zip(documents, scores, rankings, strict=True):
         mode = "e2e" if doc.detected else "ed"
-        links = linker.decide(doc.prepared, doc_scores, options, detected=doc.detected)
+        links = linker.decide(doc.prepared, doc_scores, options, detected=doc.detected, ranked=doc_ranked)
         for key in (doc.dataset, "all"):
             score_document(doc.document, links, mode, results.setdefault(key, EvaluationResult(mode)))
     return results
@@ -362,10 +367,12 @@ def _choose_rule(
     :data:`PLATEAU` of the best F1 at that margin, the middle of the flat top of the curve rather
     than its noisy arg-max.
     """
+    ranked = [linker.rank(doc.prepared, doc_scores) for doc, doc_scores in zip(documents, scores, strict=True)]
     by_rule: dict[tuple[float, float], float] = {}
     for m in MARGINS:
         for t in thresholds:
-            by_rule[(t, m)] = evaluate_prepared(linker, documents, scores, _rule(t, m, coreference))["all"].counts.f1
+            rule = _rule(t, m, coreference)
+            by_rule[(t, m)] = evaluate_prepared(linker, documents, scores, rule, ranked)["all"].counts.f1
     threshold, margin = plateau_rule(by_rule)
     return threshold, margin, by_rule
 

@@ -3,20 +3,24 @@
     .venv/bin/python -m scripts.bench_linking --kb KB_DIR --model MODEL_DIR [--write-docs]
 
 Scores ED and end-to-end micro P/R/F1 and candidate recall@1/10/30 on kore50, msnbc and
-ace2004 (read for the report only; the model is trained on aquaint/oke2015/oke2016 by
-``sleuth train linker``), and the end-to-end throughput on msnbc (documents/s, mentions/s: spaCy
-detection + candidates + one encoder call per document + scoring). ``--write-docs`` replaces the
-section between ``<!-- linking:start -->`` and ``<!-- linking:end -->`` in docs/benchmarks.md.
+ace2004 (report sets: scored once per release, never used to choose; the model is trained by
+``sleuth train linker`` on aquaint, oke2015, oke2016 and aida_train), and the end-to-end
+throughput on msnbc (documents/s, mentions/s: spaCy detection + candidates + one encoder call per
+document + scoring) in one process and in several (``--workers``), with the stages' seconds.
+``--throughput-only`` measures speed alone, scoring nothing. ``--write-docs`` replaces the section
+between ``<!-- linking:start -->`` and ``<!-- linking:end -->`` in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,21 +83,84 @@ def stage_seconds(linker: EntityLinker, name: str = "msnbc") -> dict[str, float]
     return {"ner": ner, "encode": time.perf_counter() - started}
 
 
-def runtime_table(
-    measured: dict[str, tuple[dict[str, float], dict[str, tuple[float, float]], dict[str, float]]],
-) -> list[str]:
-    lines = [
-        "| encoder runtime | kore50 ED | msnbc ED | ace2004 ED | kore50 e2e | msnbc e2e | ace2004 e2e "
-        "| msnbc documents/s | mentions/s | of which NER s | encoding s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+def _throughput_worker(kb_dir: Path, model_dir: Path, runtime: str, texts: list[str], ready: Any, results: Any) -> None:
+    """One worker of :func:`parallel_throughput`: load, wait for the others, link its texts, report."""
+    import torch
+
+    torch.set_num_threads(1)
+    kb = KnowledgeBase.load(kb_dir)
+    model = Disambiguator.load(model_dir)[0] if model_dir is not None else None
+    encoder = load_encoder(runtime=runtime, threads=1)
+    linker = EntityLinker.build(kb, encoder, model, detector=MentionDetector(load_spacy()))
+    linker.link_batch(texts[:1])  # first-call costs (graph warm-up, lazy indexes) stay out of the timing
+    ready.wait()
+    started = time.time()
+    mentions = sum(len(links) for links in linker.link_batch(texts))
+    results.put((started, time.time(), mentions))
+
+
+def parallel_throughput(
+    kb_dir: Path, model_dir: Path | None, runtime: str, workers: int, texts: list[str]
+) -> dict[str, float]:
+    """Documents/s of ``workers`` processes linking ``texts`` end to end, split between them.
+
+    Each process holds its own linker (as each server worker does; ``model_dir`` None is the prior
+    baseline), loads it, then all start together; the time is from the first start to the last
+    finish, loading excluded.
+    """
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Barrier(workers), context.Queue()
+    processes = [
+        context.Process(target=_throughput_worker, args=(kb_dir, model_dir, runtime, texts[i::workers], ready, results))
+        for i in range(workers)
     ]
-    for runtime, (throughput, f1s, stages) in measured.items():
+    for process in processes:
+        process.start()
+    spans = [results.get() for _ in processes]
+    for process in processes:
+        process.join()
+    elapsed = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
+    mentions = sum(m for _, _, m in spans)
+    return {
+        "workers": workers,
+        "docs_per_s": len(texts) / elapsed,
+        "mentions_per_s": mentions / elapsed,
+        "documents": len(texts),
+        "seconds": elapsed,
+    }
+
+
+Measured = tuple[dict[str, float], dict[str, tuple[float, float]], dict[str, float], dict[int, dict[str, float]]]
+
+
+def runtime_table(measured: dict[str, Measured]) -> list[str]:
+    lines = [
+        "| encoder runtime | kore50 ED | msnbc ED | ace2004 ED | kore50 e2e | msnbc e2e | ace2004 e2e |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for runtime, (_, f1s, _, _) in measured.items():
         ed = " | ".join(f"{f1s[n][0]:.3f}" if n in f1s else "-" for n in TEST_SETS)
         e2e = " | ".join(f"{f1s[n][1]:.3f}" if n in f1s else "-" for n in TEST_SETS)
-        lines.append(
-            f"| {runtime} | {ed} | {e2e} | {throughput.get('docs_per_s', float('nan')):.2f} | "
-            f"{throughput.get('mentions_per_s', float('nan')):.1f} | {stages['ner']:.1f} | {stages['encode']:.1f} |"
-        )
+        lines.append(f"| {runtime} | {ed} | {e2e} |")
+    return lines
+
+
+def speed_table(measured: dict[str, Measured]) -> list[str]:
+    """msnbc end to end by runtime and number of processes, with one process's stage seconds."""
+    lines = [
+        "| encoder runtime | processes | documents/s | mentions/s | NER s | encoding s "
+        "| candidates, features, scoring s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for runtime, (_, _, stages, parallel) in measured.items():
+        for workers, result in sorted(parallel.items()):
+            stage_cells = "| - | - | - |"
+            if workers == 1:
+                rest = result["seconds"] - stages["ner"] - stages["encode"]
+                stage_cells = f"| {stages['ner']:.2f} | {stages['encode']:.2f} | {rest:.2f} |"
+            lines.append(
+                f"| {runtime} | {workers} | {result['docs_per_s']:.2f} | {result['mentions_per_s']:.1f} {stage_cells}"
+            )
     return lines
 
 
@@ -110,15 +177,16 @@ def render(
     import torch
 
     threads = torch.get_num_threads()
+    trained_on = " + ".join(Path(b["path"]).stem for b in model.inputs.get("benchmarks", [])) or "?"
     cv_sets = ", ".join(f"{k} {v:.3f}" for k, v in sorted(cv.get("cv_f1_by_dataset", {}).items()))
     return "\n".join(
         [
             "## Entity linking",
             "",
-            f"KB `{kb.version}` (shared closed KB, {kb.stats.get('entities')} entities), model `{model.version}` "
+            f"KB `{kb.version}` ({kb.stats.get('entities')} entities), model `{model.version}` "
             f"(LightGBM {settings.get('objective', 'binary')}, "
-            f"{'two passes (collective)' if settings.get('collective') else 'one pass'}, trained on aquaint + "
-            f"oke2015 + oke2016 with short-name copies; NIL when the best score is below "
+            f"{'two passes (collective)' if settings.get('collective') else 'one pass'}, trained on {trained_on} "
+            f"with short-name copies; NIL when the best score is below "
             f"{model.params.get('nil_threshold')} and leads the runner-up by less than "
             f"{model.params.get('nil_margin', 1.0)}, both from 5-fold document-grouped CV). "
             "Encoder all-MiniLM-L6-v2 (each sentence holding a mention encoded "
@@ -153,7 +221,8 @@ def render(
             "",
             *(runtimes or []),
             "",
-            "Reference points (same candidates, ../shared/data/README.md): rank-1 alias ED F1 0.466 / 0.762 / 0.887; "
+            "Reference points (the shared KB's candidates, ../shared/data/README.md): "
+            "rank-1 alias ED F1 0.466 / 0.762 / 0.887; "
             "ChatEL (GPT) 0.753 / 0.915 / 0.922; candidate recall caps 0.785 / 0.941 / 0.942 "
             "(kore50 / msnbc / ace2004).",
             "",
@@ -161,11 +230,11 @@ def render(
             "",
             "```",
             "D=../shared/data/linking",
-            "sleuth kb build --entities $D/kb/entities.jsonl --aliases $D/kb/aliases.tsv --out KB",
+            "sleuth kb build --entities $D/kb/entities.jsonl --entities $D/aida/kb/entities.jsonl \\",
+            "    --aliases $D/kb/aliases.tsv --aliases $D/aida/kb/aliases.tsv --out KB",
             "sleuth train linker --kb KB --benchmark $D/benchmarks/aquaint.jsonl \\",
             "    --benchmark $D/benchmarks/oke2015.jsonl \\",
-            "    --benchmark $D/benchmarks/oke2016.jsonl --transfer --out LINKER",
-            "sleuth eval link --kb KB --model LINKER --benchmark $D/benchmarks/kore50.jsonl --mode ed   # or e2e",
+            "    --benchmark $D/benchmarks/oke2016.jsonl --benchmark $D/aida/benchmarks/aida_train.jsonl --out LINKER",
             "OMP_NUM_THREADS=1 python -m scripts.bench_linking --kb KB --model LINKER --write-docs",
             "```",
         ]
@@ -183,8 +252,22 @@ def main() -> int:
         default=["onnx", "torch", "onnx-int8"],
         help="encoder runtimes to measure, comma-separated; the first (default onnx, as link) fills the main table",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="process counts for the msnbc throughput rows (each process holds its own linker); default 1 2",
+    )
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="measure speed only (msnbc end to end and its stages): no benchmark is scored",
+    )
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
+    if args.throughput_only and args.write_docs:
+        parser.error("--write-docs needs the scored tables: drop --throughput-only")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     import torch
@@ -196,22 +279,38 @@ def main() -> int:
     kb = KnowledgeBase.load(args.kb)
     model, model_manifest = Disambiguator.load(args.model)
     detector = MentionDetector(load_spacy())
-    measured = {}
+    measured: dict[str, Measured] = {}
     main_rows: list[str] = []
     main_throughput: dict[str, float] = {}
     for runtime in args.runtimes:
         linker = EntityLinker(kb, load_encoder(runtime=runtime, threads=1), model, detector=detector)
-        rows, throughput, f1s = measure(linker, tuple(args.benchmarks))
-        measured[runtime] = (throughput, f1s, stage_seconds(linker))
+        rows, throughput, f1s = ([], {}, {}) if args.throughput_only else measure(linker, tuple(args.benchmarks))
+        stages = stage_seconds(linker)
+        texts = [d.text for d in read_benchmark(DATA / "msnbc.jsonl")]
+        parallel = {w: parallel_throughput(args.kb, args.model, runtime, w, texts) for w in args.workers}
+        measured[runtime] = (throughput, f1s, stages, parallel)
+        logger.info("%s: %s", runtime, {w: round(r["docs_per_s"], 2) for w, r in parallel.items()})
         if not main_rows:
             main_rows, main_throughput = rows, throughput
+    speed = [
+        "Speed by encoder runtime and process count (msnbc, 20 documents end to end with `link_batch`: spaCy "
+        "detection, contexts, one encoder call per document, candidates, features, scoring; each process holds "
+        "its own linker and links its share, loading excluded; torch and ONNX Runtime on one thread per process). "
+        "The stage columns are seconds over the 20 documents for each stage alone, in one process:",
+        "",
+        *speed_table(measured),
+    ]
+    if args.throughput_only:
+        sys.stdout.write("\n".join(speed) + "\n")
+        return 0
     assert kb.manifest is not None
     table = [
         "By encoder runtime (`--encoder-runtime`; contexts encoded by that runtime; entity vectors by torch for the "
-        "float32 runtimes, by the int8 graph for onnx-int8; the model is the same). NER and encoding columns: "
-        "seconds over the 20 msnbc documents for each stage alone:",
+        "float32 runtimes, by the int8 graph for onnx-int8; the model is the same):",
         "",
         *runtime_table(measured),
+        "",
+        *speed,
     ]
     section = render(main_rows, main_throughput, model_manifest, kb.manifest, args, table)
     sys.stdout.write(section + "\n")

@@ -295,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sizes: ivfpq needs at least {ivfpq_minimum} vectors to train")
     if args.queries < 1:
         parser.error("--queries must be at least 1")
+    if args.workdir is not None and not args.workdir.is_dir():
+        parser.error(f"--workdir: {args.workdir} is not a directory")
     if args.encoder:
         for encoder_row in encoder_rows(args.encoder, args.queries):
             _emit(json.dumps(encoder_row), args.out)

@@ -18,6 +18,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -132,6 +133,57 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+HEAVY_FIXTURES = {"scifact_index": "scifact-index", "trained": "linking-guard"}
+"""Session fixtures worth building once per run, and the group every test that uses one runs in."""
+
+MODULE_GROUPS = {
+    "tests/retrieval/test_quality.py": "scifact-index",
+    "tests/retrieval/test_rerank_integration.py": "scifact-index",
+    "tests/retrieval/test_onnx_encoder.py": "scifact-index",
+    "tests/linking/test_benchmarks.py": "linking-guard",
+}
+"""Modules whose tests use a heavy fixture (tests/test_scheduling_groups.py checks the table)."""
+
+LONGEST_GROUPS = ("ray", "linking-guard", "scifact-index")
+"""Scheduled first, in this order (each takes minutes; most modules take seconds)."""
+
+
+def scheduling_group(nodeid: str) -> str:
+    """The group a test runs in when ``make test`` runs pytest on two workers.
+
+    A group runs whole on one worker, in collection order: the Ray tests (they share one session
+    cluster, and some start private clusters that should not overlap with it), the users of each
+    heavy session fixture (so it is built once), and otherwise each module (so module fixtures are
+    built once too).
+    """
+    module = nodeid.split("::", 1)[0]
+    if module.startswith("tests/service/cluster/"):
+        return "ray"
+    return MODULE_GROUPS.get(module, module)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's scope scheduling with :func:`scheduling_group` as the scope."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        ordered = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            return scheduling_group(nodeid)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if not self.ordered:  # the longest groups first, so that none of them starts last
+                for group in reversed(LONGEST_GROUPS):
+                    if group in self.workqueue:
+                        self.workqueue.move_to_end(group, last=False)
+                self.ordered = True
+            super()._assign_work_unit(node)
+
+    return GroupScheduling(config, log)  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="session")
 def private_caches() -> Path:
     """The library's cache directory for this session (``$SLEUTH_CACHE_DIR``, see :func:`pytest_configure`)."""
@@ -155,6 +207,16 @@ def onnx_encoder(private_caches: Path):
     from retrieval.onnx_encoder import load_encoder
 
     return load_encoder(runtime="onnx", threads=2)
+
+
+@pytest.fixture(scope="session")
+def int8_encoder(private_caches: Path):
+    """The same weights on ONNX Runtime with int8 weights (two threads): vectors within a cosine of
+    about 0.993 of the float32 ones at under half their CPU. Fixtures that only need *some* real
+    embedding of a large text set (the linking guard's 10,244 KB entities) use it."""
+    from retrieval.onnx_encoder import load_encoder
+
+    return load_encoder(runtime="onnx-int8", threads=2)
 
 
 def _shared(path: Path) -> Path:

@@ -1,7 +1,8 @@
-"""The faster paths give the results of the plain ones: batched detection, the fuzzy-key length filter."""
+"""The faster paths give the results of the plain ones: batched detection, the fuzzy-key length filter and cache."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 from rapidfuzz import fuzz, process
@@ -74,3 +75,14 @@ def test_the_fuzzy_length_filter_finds_what_a_scan_of_every_key_finds(linking_da
             assert kb.fuzzy_keys(surface, cutoff=cutoff) == expected, surface
             found += bool(expected)
     assert found > 50
+
+
+def test_fuzzy_matches_are_remembered_per_kb_and_a_kb_still_pickles(tiny_kb: KnowledgeBase) -> None:
+    first = tiny_kb.fuzzy_keys("Sadam Husein")
+    assert first, "the tiny KB has a close key for this misspelling"
+    first.clear()  # callers get their own list: changing it leaves the remembered matches alone
+    again = tiny_kb.fuzzy_keys("Sadam Husein")
+    assert again and tiny_kb._fuzzy_scan.cache_info().hits >= 1
+    copy = pickle.loads(pickle.dumps(tiny_kb))
+    assert copy.fuzzy_keys("Sadam Husein") == again
+    assert copy._fuzzy_scan.cache_info().currsize == 1  # a fresh cache, not the original's

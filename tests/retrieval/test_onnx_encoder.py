@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from retrieval.dense import EmbeddingCache, embed_documents
-from retrieval.onnx_encoder import EncoderRuntimeError, OnnxEncoder, _pooling_mode, load_encoder
+from retrieval.onnx_encoder import EncoderRuntimeError, _pooling_mode, load_encoder
 
 pytestmark = pytest.mark.integration
 
@@ -19,13 +19,6 @@ pytestmark = pytest.mark.integration
 def queries(scifact_train_dir: Path) -> list[str]:
     lines = (scifact_train_dir / "queries.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line)["text"] for line in lines[:200]]
-
-
-@pytest.fixture(scope="module")
-def int8_encoder(private_caches: Path) -> OnnxEncoder:
-    encoder = load_encoder(runtime="onnx-int8")
-    assert isinstance(encoder, OnnxEncoder)
-    return encoder
 
 
 def test_float32_graph_gives_the_torch_vectors(real_encoder, onnx_encoder, queries) -> None:

@@ -71,11 +71,18 @@ def test_ivfpq_on_too_few_vectors_is_a_usage_error(capsys: pytest.CaptureFixture
     assert "ivfpq needs at least 256 vectors" in capsys.readouterr().err
 
 
+def test_a_missing_workdir_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        bench_scale.main(["--sizes", "300", "--types", "flat", "--workdir", str(tmp_path / "nope")])
+    assert raised.value.code == 2
+    assert f"--workdir: {tmp_path / 'nope'} is not a directory" in capsys.readouterr().err
+
+
 def test_ivfpq_parameters_reach_the_index_and_the_row(tmp_path: Path) -> None:
     out = tmp_path / "rows.jsonl"
     argv = ["--sizes", "2000", "--types", "ivfpq", "--queries", "10", "--workdir", str(tmp_path), "--out", str(out)]
-    assert bench_scale.main([*argv, "--ivf-nlist", "16", "--ivf-nprobe", "16", "--pq-m", "96"]) == 0
+    assert bench_scale.main([*argv, "--ivf-nlist", "16", "--ivf-nprobe", "16", "--pq-m", "32"]) == 0
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert row["params"] == "nlist=16 nprobe=16 m=96 nbits=8"
-    assert 60 < row["bytes_per_doc"] < 1536  # 96 one-byte codes plus ids and the cell lists: far below the floats
+    assert row["params"] == "nlist=16 nprobe=16 m=32 nbits=8"
+    assert 60 < row["bytes_per_doc"] < 1536  # 32 one-byte codes plus ids and the cell lists: far below the floats
     assert row["recall_at_100"] > 0.5  # every cell probed: only the product quantization loses neighbours

@@ -1,7 +1,8 @@
 """``sleuth index build --ray``: the same index as a local build, embedded by Ray Data actors.
 
-The builds run as the real command in child processes (the session's own Ray connection would
-refuse a second one in this process); each ``--ray`` build starts and stops a private local cluster.
+The ``--ray`` build runs as the real command in a child process (the session's own Ray connection
+would refuse a second one in this process) and starts and stops a private local cluster; the local
+build it is compared with runs in this process.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_ray_build_equals_the_local_build(corpus: Path, tmp_path: Path) -> None:
-    local = _sleuth("index", "build", "--corpus", str(corpus), "--out", str(tmp_path / "local"), "--no-cache")
-    assert local.returncode == 0, local.stderr
+def test_ray_build_equals_the_local_build(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    local = main(["index", "build", "--corpus", str(corpus), "--out", str(tmp_path / "local"), "--no-cache"])
+    assert local == 0, capsys.readouterr().err
     on_ray = _sleuth(
         "index", "build", "--corpus", str(corpus), "--out", str(tmp_path / "ray"), "--no-cache",
         "--shards", "2", "--ray", "--ray-actors", "2", "--ray-cpus", "0.25",

@@ -2,7 +2,9 @@
 application per shard) and the linker (``sleuth:<model>:linker``) answering as the local commands do,
 and SIGTERM stops the server and its cluster.
 
-One server answers every check: starting a private cluster and its deployments is the slow part."""
+One server answers every check: starting a private cluster and its deployments is the slow part.
+The server runs as the real command in a child process (it owns its cluster and gets SIGTERM); the
+builds and the clients run in this process through the CLI's ``main``."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from service.cli import main
 from service.demo import demo_kb_dir
 from tests.retrieval.test_sharding import medium_docs
 from tests.service.lifecycle_helpers import free_port
@@ -26,10 +29,12 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 TEXT = json.loads((demo_kb_dir() / "train.jsonl").read_text().splitlines()[0])["text"]
 
 
-def _sleuth(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *argv], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600
-    )
+def _sleuth(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of ``sleuth argv`` run in this process."""
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def _descendants(pid: int) -> set[int]:
@@ -58,15 +63,18 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_serve_ray_searches_and_links_like_the_local_commands_and_sigterm_stops_its_cluster(tmp_path: Path) -> None:
+def test_serve_ray_searches_and_links_like_the_local_commands_and_sigterm_stops_its_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in medium_docs()), encoding="utf-8")
     index, kb, demo = tmp_path / "index", tmp_path / "kb", demo_kb_dir()
-    built = _sleuth("index", "build", "--corpus", str(corpus), "--out", str(index), "--shards", "2", "--no-cache")
-    assert built.returncode == 0, built.stderr
-    built = _sleuth("kb", "build", "--entities", str(demo / "entities.jsonl"), "--aliases", str(demo / "aliases.tsv"),
-                    "--out", str(kb))  # fmt: skip
-    assert built.returncode == 0, built.stderr
+    code, _, err = _sleuth(capsys, "index", "build", "--corpus", str(corpus), "--out", str(index), "--shards", "2",
+                           "--no-cache")  # fmt: skip
+    assert code == 0, err
+    code, _, err = _sleuth(capsys, "kb", "build", "--entities", str(demo / "entities.jsonl"),
+                           "--aliases", str(demo / "aliases.tsv"), "--out", str(kb))  # fmt: skip
+    assert code == 0, err
     port = free_port()
     log_path = tmp_path / "serve.log"
     log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
@@ -83,17 +91,17 @@ def test_serve_ray_searches_and_links_like_the_local_commands_and_sigterm_stops_
         assert "deploying the linker of KB" in log_path.read_text()
         for mode in ("bm25", "hybrid"):
             query = ["search", "wild wolf packs", "--mode", mode, "-k", "5", "--json"]
-            remote = _sleuth(*query, "--target", f"127.0.0.1:{port}")
-            local = _sleuth(*query, "--index", str(index))
-            assert remote.returncode == local.returncode == 0, remote.stderr + local.stderr
-            got, expected = json.loads(remote.stdout)["hits"], json.loads(local.stdout)["hits"]
+            remote = _sleuth(capsys, *query, "--target", f"127.0.0.1:{port}")
+            local = _sleuth(capsys, *query, "--index", str(index))
+            assert remote[0] == local[0] == 0, remote[2] + local[2]
+            got, expected = json.loads(remote[1])["hits"], json.loads(local[1])["hits"]
             assert [h["doc_id"] for h in got] == [h["doc_id"] for h in expected] != []
             assert [h["score"] for h in got] == pytest.approx([h["score"] for h in expected], abs=1e-5)
 
-        remote = _sleuth("link", "--json", "--top", "2", "--target", f"127.0.0.1:{port}", TEXT)
-        local = _sleuth("link", "--json", "--top", "2", "--kb", str(kb), TEXT)
-        assert remote.returncode == local.returncode == 0, remote.stderr + local.stderr
-        linked, expected_links = json.loads(remote.stdout), json.loads(local.stdout)
+        remote = _sleuth(capsys, "link", "--json", "--top", "2", "--target", f"127.0.0.1:{port}", TEXT)
+        local = _sleuth(capsys, "link", "--json", "--top", "2", "--kb", str(kb), TEXT)
+        assert remote[0] == local[0] == 0, remote[2] + local[2]
+        linked, expected_links = json.loads(remote[1]), json.loads(local[1])
         assert [(m["start"], m["end"], m["entity"]) for m in linked] == [
             (m["start"], m["end"], m["entity"]) for m in expected_links
         ]
