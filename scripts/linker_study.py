@@ -8,7 +8,7 @@ F1, mean over seeds; secondary: leave-one-dataset-out ED F1 over the training se
     python -m scripts.linker_study prepare --kb KB --out var/study
     python -m scripts.linker_study run --study var/study --seeds 13 7 29
     python -m scripts.linker_study run --study var/study --seeds 13 7 29 --drop acronym_match --lodo
-    python -m scripts.linker_study run --study var/study --seeds 13 7 29 --no-prior
+    python -m scripts.linker_study run --study var/study --seeds 13 7 29 --no-prior --document-folds
 
 The mention prior's columns (``linking.features.PRIOR_FEATURE_NAMES``) are not prepared: training
 fills them out of fold from the gold counts (``linking.training.FoldPriors``) and the dev set from
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import re
 import sys
 import time
 from dataclasses import replace
@@ -98,22 +97,10 @@ def _upgrade(documents, names: tuple[str, ...]):
     return out
 
 
-DAY = re.compile(r"\b(?:19|20)\d\d-\d\d-\d\d\b")
-
-
-def _group_by_day(documents):
-    """``documents`` whose dateline (a date in the first 300 characters, as AIDA's Reuters stories
-    have) makes their cross-validation group: one fold holds a whole day's news out, as aida_testa
-    (later days than aida_train) is held out. Same-day stories repeat entities and annotations."""
-    out = []
-    for doc in documents:
-        found = DAY.search(doc.document.text[:300])
-        if found is None:
-            out.append(doc)
-            continue
-        _, sep, rest = doc.document.doc_id.partition("#")
-        out.append(replace(doc, document=replace(doc.document, doc_id=f"day {found.group(0)}{sep}{rest}")))
-    return out
+def _group_by_document(documents):
+    """``documents`` with cross-validation folds by document (and its short-name copies) instead of
+    ``train linker``'s folds by dateline day: the grouping used before, for comparison."""
+    return [replace(doc, cv_group=f"{doc.dataset}/{doc.document.doc_id.split('#', 1)[0]}") for doc in documents]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -137,14 +124,14 @@ def run(args: argparse.Namespace) -> None:
     names = data.get("feature_names", FEATURE_NAMES)
     train, dev = _upgrade(data["train"], names), _upgrade(data["dev"], names)
     del data["train"], data["dev"]
-    if args.group_by_day:
-        train = _group_by_day(train)
+    if args.document_folds:
+        train = _group_by_document(train)
     linker = _linker(Path(data["kb"]), data["runtime"])
     default_name = "no-prior" if args.no_prior else "prior"
     if args.drop:
         default_name += "+drop:" + ",".join(args.drop)
-    if args.group_by_day:
-        default_name += "+day-folds"
+    if args.document_folds:
+        default_name += "+document-folds"
     for seed in args.seeds:
         started = time.perf_counter()
         config = DisambiguatorConfig(seed=seed, mention_prior=not args.no_prior, drop=tuple(args.drop))
@@ -196,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--drop", nargs="*", default=[], help="feature columns held at zero in training")
     r.add_argument("--no-prior", action="store_true", help="train without the mention prior's columns")
     r.add_argument(
-        "--group-by-day", action="store_true", help="cross-validation folds by dateline day instead of by document"
+        "--document-folds",
+        action="store_true",
+        help="cross-validation folds by document instead of by dateline day (the grouping before)",
     )
     r.add_argument("--name", default="", help="variant name in runs.jsonl (default from --drop)")
     r.add_argument("--lodo", action="store_true", help="also leave-one-dataset-out F1 (four more CVs per seed)")

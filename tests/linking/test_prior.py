@@ -26,7 +26,7 @@ from linking import (
 from linking.features import FEATURE_NAMES, PRIOR_FEATURE_NAMES
 from linking.normalization import normalize_alias
 from linking.prior import NIL_KEY, MentionPrior
-from linking.training import FoldPriors, _folds
+from linking.training import FoldPriors, _folds, dateline_day
 from tests.linking.conftest import ALIASES, ENTITIES, doc
 
 PRIOR = [FEATURE_NAMES.index(name) for name in PRIOR_FEATURE_NAMES]
@@ -258,3 +258,22 @@ def test_a_kb_without_the_priors_entities_links_to_what_it_has(tiny_kb: Knowledg
     filled = model.mention_prior.fill(prepared.features, prepared.mentions, prepared.candidates)
     paris = [c.entity_id for c in prepared.candidates[0]].index("Paris")
     assert filled[paris, FEATURE_NAMES.index("prior_prob")] == pytest.approx(2 / 5)
+
+
+def test_the_stories_of_one_day_are_held_out_together(tiny_kb: KnowledgeBase, linking_encoder) -> None:
+    """Same-day stories share names and entities; a fold that trains on a held-out story's siblings
+    would estimate the prior columns (and the NIL rule) better than new days allow."""
+    documents = prepare_documents(EntityLinker(tiny_kb, linking_encoder), REPEATED, "aida_train")
+    by_id = {d.document.doc_id: d for d in documents}
+    assert by_id["25 PRESS"].group == by_id["104 Suspected"].group == "aida_train/day 1996-08-22"
+    assert by_id["173 Buffett"].group == "aida_train/day 1996-08-23"
+    assert by_id["248 RUGBY"].group == "aida_train/248 RUGBY"  # no dateline: a group of its own
+    for _, test_idx in _folds(documents, 3):
+        held = {documents[i].document.doc_id for i in test_idx}
+        assert ("25 PRESS" in held) == ("104 Suspected" in held)
+
+
+def test_a_dateline_is_a_date_near_the_top() -> None:
+    assert dateline_day("WASHINGTON 1996-08-23 Omaha billionaire Warren Buffett.") == "1996-08-23"
+    assert dateline_day(RUGBY) is None
+    assert dateline_day("x" * 300 + " BRUSSELS 1996-08-22") is None  # a date deep in the text is no dateline
