@@ -12,8 +12,9 @@ Example:
     >>> trained.save("models/linker")  # doctest: +SKIP
 
 Training rows are every (gold mention, candidate) pair with label 1 for the gold entity. The NIL
-threshold is tuned on out-of-fold scores: cross-validation folds are whole documents
-(``GroupKFold``), so no document's mentions are both trained and scored on.
+threshold is tuned on out-of-fold scores: cross-validation folds are whole documents, and whole
+days of dated news (``GroupKFold`` over :attr:`TrainingDocument.group`), so no document's mentions
+are both trained and scored on, nor its same-day sibling stories'.
 
 A collective (two-pass) model is stacked: the second pass is trained on collective features
 computed from *out-of-fold* first-pass scores, so it learns how far to trust first-pass picks of
@@ -274,11 +275,11 @@ def train_disambiguator(
 
     A collective config fits the first pass on the base columns, then the second pass on
     collective features from out-of-fold first-pass scores (``first_pass_scores``, one array per
-    document, e.g. from :func:`cross_validate`; computed with ``folds`` document-grouped folds if
+    document, e.g. from :func:`cross_validate`; computed with ``folds`` grouped folds if
     not given).
 
     With ``config.mention_prior``, each document's prior columns come from the gold counts of the
-    other folds (the same ``folds`` document-grouped folds as :func:`cross_validate`'s, so the
+    other folds (the same ``folds`` grouped folds as :func:`cross_validate`'s, so the
     first-pass scores it gives match), and the model keeps the counts of all ``documents``.
     """
     config = config or DisambiguatorConfig()
@@ -348,7 +349,7 @@ def _out_of_fold(
 def out_of_fold_first_pass(
     documents: Sequence[TrainingDocument], config: DisambiguatorConfig, *, folds: int = 5
 ) -> list[np.ndarray]:
-    """First-pass scores of every document from a model not trained on it (document-grouped folds)."""
+    """First-pass scores of every document from a model not trained on it (folds by group, see :func:`_folds`)."""
     splits = _folds(documents, folds)
     priors = _fold_priors(documents, config, splits)
     return _out_of_fold(documents, splits, _first_pass_models(documents, config, splits, priors), priors)
