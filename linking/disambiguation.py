@@ -16,8 +16,13 @@ Mentions the linker detected itself may have their own rule (``nil_threshold_det
 ``nil_margin_detected``), chosen by end-to-end F1 on the detected mentions of the training
 documents: a detected span can be no entity mention at all, which a gold span never is.
 
+A model trained with ``mention_prior`` also holds the mention -> entity counts of its training
+annotations (:class:`linking.prior.MentionPrior`); the linker fills the prior columns from them.
+
 A model directory holds ``model.json`` (type, feature names, threshold, weights or the LightGBM
-boosters as text) and ``manifest.json`` (kind ``linker``, parents: the KB and the encoder).
+boosters as text, the mention prior's counts) and ``manifest.json`` (kind ``linker``, parents: the
+KB and the encoder). Format 3 added the prior's columns and counts; a format-2 model still loads
+and scores the columns it was trained on (its feature names pick them out of today's rows).
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ from artifacts import Manifest, checksum_files, code_version, library_versions, 
 from artifacts.drift import write_reference
 from linking.errors import ModelNotTrainedError
 from linking.features import BASE_FEATURE_NAMES, FEATURE_NAMES
+from linking.prior import MentionPrior
 
 logger = logging.getLogger(__name__)
 
 LINKER_KIND = "linker"
-LINKER_FORMAT_VERSION = 2
+LINKER_FORMAT_VERSION = 3
 MODEL_FILE = "model.json"
 MODEL_TYPES = ("lightgbm", "logistic")
 OBJECTIVES = ("binary", "lambdarank")
@@ -57,7 +63,12 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True)
 class DisambiguatorConfig:
-    """Model type and hyperparameters (recorded in the model file and manifest)."""
+    """Model type and hyperparameters (recorded in the model file and manifest).
+
+    ``mention_prior``: fill the prior columns from gold-annotation counts (:mod:`linking.prior`;
+    off, they stay zero). ``drop``: feature columns held at zero in training, so the model never
+    uses them (ablations).
+    """
 
     model_type: str = "lightgbm"
     objective: str = "binary"
@@ -70,14 +81,23 @@ class DisambiguatorConfig:
     colsample: float = 0.8
     logistic_c: float = 1.0
     seed: int = 13
+    mention_prior: bool = True
+    drop: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        data = dict(self.__dict__)
+        data["drop"] = list(self.drop)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DisambiguatorConfig:
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if "drop" in values:
+            values["drop"] = tuple(values["drop"])
+        # models saved before the prior existed were trained without it
+        values.setdefault("mention_prior", False)
+        return cls(**values)
 
 
 class PriorScorer:
@@ -112,7 +132,9 @@ class Disambiguator:
     nil_margin_detected: float | None = None
     feature_names: tuple[str, ...] = FEATURE_NAMES
     second: Disambiguator | None = None
+    mention_prior: MentionPrior | None = None
     _columns: int = len(FEATURE_NAMES)
+    _index: np.ndarray | None = None
     _booster: Any = None
     _weights: np.ndarray | None = None
     _bias: float = 0.0
@@ -147,6 +169,13 @@ class Disambiguator:
             raise ValueError("training needs both correct and wrong candidates")
         columns = columns or len(FEATURE_NAMES)
         features = features[:, :columns]
+        unknown = [name for name in config.drop if name not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"drop: unknown feature(s) {', '.join(unknown)}")
+        dropped = [FEATURE_NAMES.index(name) for name in config.drop if FEATURE_NAMES.index(name) < columns]
+        if dropped:
+            features = features.copy()
+            features[:, dropped] = 0.0
         model = cls(config=config, _columns=columns)
         if config.model_type == "lightgbm":
             import lightgbm
@@ -195,7 +224,7 @@ class Disambiguator:
         """This pass's score of each feature row, in (0, 1): higher = more likely the right entity."""
         if len(features) == 0:
             return np.zeros(0, dtype=np.float64)
-        features = features[:, : self._columns]
+        features = features[:, self._index] if self._index is not None else features[:, : self._columns]
         if self._booster is not None:
             raw = np.asarray(self._booster.predict(features, num_threads=1), dtype=np.float64)
             return 1.0 / (1.0 + np.exp(-raw)) if self.config.objective == "lambdarank" else raw
@@ -229,7 +258,7 @@ class Disambiguator:
 
     def feature_importance(self) -> dict[str, float]:
         """Gain per feature (LightGBM) or |weight| (logistic) of this pass, for reports."""
-        names = FEATURE_NAMES[: self._columns]
+        names = self.feature_names[: self._columns]
         if self._booster is not None:
             gains = self._booster.feature_importance(importance_type="gain")
             return {n: float(g) for n, g in zip(names, gains, strict=True)}
@@ -253,6 +282,8 @@ class Disambiguator:
             data["nil_margin_detected"] = self.nil_margin_detected
         if self.second is not None:
             data["second"] = self.second.to_dict()
+        if self.mention_prior is not None:
+            data["mention_prior"] = self.mention_prior.to_dict()
         if self._booster is not None:
             data["booster"] = self._booster.model_to_string()
         elif self._weights is not None and self._mean is not None and self._scale is not None:
@@ -267,16 +298,28 @@ class Disambiguator:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Disambiguator:
         names = tuple(data["feature_names"])
+        columns = int(data.get("columns", len(names)))
+        index = None
         if names != FEATURE_NAMES:
-            from artifacts import IncompatibleArtifactError
+            # an older model: its columns by name (the columns added since are left out)
+            missing = [name for name in names[:columns] if name not in FEATURE_NAMES]
+            if missing:
+                from artifacts import IncompatibleArtifactError
 
-            raise IncompatibleArtifactError("the model was trained on other features; retrain it with this code")
+                raise IncompatibleArtifactError(
+                    f"the model was trained on features this code lacks ({', '.join(missing[:5])}); retrain it"
+                )
+            index = np.asarray([FEATURE_NAMES.index(name) for name in names[:columns]], dtype=np.intp)
         model = cls(
             config=DisambiguatorConfig.from_dict(data["config"]),
             nil_threshold=float(data["nil_threshold"]),
             nil_margin=float(data.get("nil_margin", 1.0)),
-            _columns=int(data.get("columns", len(FEATURE_NAMES))),
+            feature_names=names,
+            _columns=columns,
+            _index=index,
         )
+        if data.get("mention_prior") is not None:
+            model.mention_prior = MentionPrior.from_dict(data["mention_prior"])
         if data.get("nil_threshold_detected") is not None:
             model.nil_threshold_detected = float(data["nil_threshold_detected"])
             model.nil_margin_detected = float(data.get("nil_margin_detected", 1.0))

@@ -21,7 +21,9 @@ One row per pair, grouped by mention. The columns (``FEATURE_NAMES``):
   entities; how many other mentions have a candidate sharing a word of this entity's name the
   mention lacks ("Steve" -> Steve *Waugh* <- "Mark" -> Mark *Waugh*); whether those
   name words occur in the document; whether a longer mention of the document containing this one
-  points to the entity (coreference cue, "Saddam" after "Saddam Hussein").
+  points to the entity (coreference cue, "Saddam" after "Saddam Hussein");
+* mention prior: how often the training annotations used the surface for the entity, p(e|m)
+  counted on gold mentions (:data:`PRIOR_FEATURE_NAMES`, filled by :mod:`linking.prior`).
 """
 
 from __future__ import annotations
@@ -84,6 +86,20 @@ BASE_FEATURE_NAMES: tuple[str, ...] = (
     "extra_words_in_doc",
     "coref_support",
 )
+# Mention -> entity prior counted on the training annotations (:mod:`linking.prior`). Zero here:
+# the extractor does not know the counts; the model that holds them fills these columns
+# (:meth:`linking.prior.MentionPrior.fill`), and training fills them out of fold.
+PRIOR_FEATURE_NAMES: tuple[str, ...] = (
+    "prior_prob",
+    "prior_prob_gap",
+    "prior_is_argmax",
+    "prior_pair_log_count",
+    "prior_surface_log_count",
+    "prior_nil_share",
+    "prior_seen",
+    "prior_entity_frequency",
+)
+BASE_FEATURE_NAMES += PRIOR_FEATURE_NAMES
 # Second-pass (collective) columns: filled from a first-pass model's scores of the same document,
 # see :func:`collective_features`. Zero in the first pass.
 COLLECTIVE_FEATURE_NAMES: tuple[str, ...] = (

@@ -33,6 +33,7 @@ from linking.features import FeatureExtractor, collective_features
 from linking.kb import KnowledgeBase
 from linking.mentions import DEFAULT_SPACY_MODEL, MentionDetector, label_for_span, load_spacy
 from linking.normalization import normalize_alias
+from linking.prior import MentionPrior
 from linking.types import Candidate, Link, Mention
 from retrieval.dense import EmbeddingCache, Encoder
 from retrieval.errors import InvalidRequestError
@@ -306,14 +307,22 @@ class EntityLinker:
         return PreparedDocument(text, tuple(mentions), tuple(tuple(c) for c in candidates), features)
 
     def score(self, prepared: PreparedDocument) -> np.ndarray:
-        """Scores of every (mention, candidate) row; a collective scorer's second pass sees the first's picks."""
-        scores = self.scorer.score(prepared.features)
+        """Scores of every (mention, candidate) row; a collective scorer's second pass sees the first's picks.
+
+        A scorer with a mention prior (counts of its training annotations) gets the prior columns
+        filled from it; ``prepared`` itself keeps them at zero.
+        """
+        features = prepared.features
+        prior: MentionPrior | None = getattr(self.scorer, "mention_prior", None)
+        if prior is not None:
+            features = prior.fill(features, prepared.mentions, prepared.candidates)
+        scores = self.scorer.score(features)
         second = getattr(self.scorer, "second", None)
         if second is None or len(scores) == 0:
             return scores
         entity_ids = [c.entity_id for cands in prepared.candidates for c in cands]
         features = collective_features(
-            prepared.features,
+            features,
             prepared.groups(),
             [normalize_alias(m.surface) for m in prepared.mentions],
             self.entity_index.matrix(entity_ids),

@@ -12,12 +12,20 @@ Example:
     >>> trained.save("models/linker")  # doctest: +SKIP
 
 Training rows are every (gold mention, candidate) pair with label 1 for the gold entity. The NIL
-threshold is tuned on out-of-fold scores: cross-validation folds are whole documents
-(``GroupKFold``), so no document's mentions are both trained and scored on.
+threshold is tuned on out-of-fold scores: cross-validation folds are whole documents, and whole
+days of dated news (``GroupKFold`` over :attr:`TrainingDocument.group`), so no document's mentions
+are both trained and scored on, nor its same-day sibling stories'.
 
 A collective (two-pass) model is stacked: the second pass is trained on collective features
 computed from *out-of-fold* first-pass scores, so it learns how far to trust first-pass picks of
 documents the first pass has not seen, as at test time.
+
+The mention prior (:mod:`linking.prior`) is target encoding and is kept out of fold the same way:
+a document's prior columns are filled from the gold counts of the documents of the *other* folds
+(in cross-validation, of the folds other than its own and the one held out; a held-out document
+from every training fold), so no document's features count its own annotations. The final model
+keeps the counts of all training documents for new text. Only original documents are counted (not
+their short-name copies, whose surfaces are made up); a copy shares its source's fold.
 
 The same documents prepared on the mentions the detector finds (``prepare_documents(...,
 detected=True)``) are scored by the fold models too, and choose a second NIL rule by end-to-end
@@ -28,8 +36,9 @@ makes NIL the right answer more often than on gold spans.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +53,7 @@ from linking.evaluation import EvaluationResult, PRFCounts, score_document
 from linking.features import collective_features
 from linking.normalization import normalize_alias
 from linking.pipeline import EntityLinker, LinkOptions, PreparedDocument
+from linking.prior import MentionPrior
 from linking.types import Candidate, LinkingDocument, Mention
 
 logger = logging.getLogger(__name__)
@@ -68,6 +78,7 @@ class TrainingDocument:
     dataset: str
     entity_vectors: np.ndarray
     detected: bool = False
+    cv_group: str | None = None
 
     def collective(self, first_scores: np.ndarray) -> np.ndarray:
         """The feature rows with the collective columns filled from ``first_scores``."""
@@ -75,6 +86,14 @@ class TrainingDocument:
         return collective_features(
             self.prepared.features, self.prepared.groups(), surfaces, self.entity_vectors, first_scores
         )
+
+    def with_prior(self, prior: MentionPrior | None) -> TrainingDocument:
+        """This document with its prior columns filled from ``prior`` (itself when None)."""
+        if prior is None:
+            return self
+        prepared = self.prepared
+        features = prior.fill(prepared.features, prepared.mentions, prepared.candidates)
+        return replace(self, prepared=replace(prepared, features=features))
 
     @property
     def group_sizes(self) -> list[int]:
@@ -88,8 +107,33 @@ class TrainingDocument:
 
     @property
     def group(self) -> str:
-        """The CV group: a document and its augmented copies fall in the same fold."""
-        return f"{self.dataset}/{self.document.doc_id.split('#', 1)[0]}"
+        """The CV group: a document and its augmented copies fall in the same fold, and so do the
+        stories of one day (a dateline date near the top of the text, see :func:`dateline_day`).
+        ``cv_group`` overrides it (model studies compare other groupings)."""
+        if self.cv_group is not None:
+            return self.cv_group
+        day = dateline_day(self.document.text)
+        return f"{self.dataset}/day {day}" if day else f"{self.dataset}/{self.document.doc_id.split('#', 1)[0]}"
+
+
+DATELINE_DATE = re.compile(r"\b(?:19|20)\d\d-\d\d-\d\d\b")
+DATELINE_CHARS = 300
+
+
+def dateline_day(text: str) -> str | None:
+    """The ISO date in a news story's dateline (within its first 300 characters), if it has one.
+
+    Cross-validation holds out whole days: same-day stories repeat entities, names and annotations
+    (aida_train's 946 stories come from 11 days), while new text (aida_testa: later days) shares
+    none of that. Folds by document let a held-out story's siblings train the model and feed its
+    out-of-fold prior counts, so CV then rewards trusting those counts more than new days justify.
+
+    Example (the opening of aida_train's first story):
+        >>> dateline_day("EU rejects German call to boycott British lamb. Peter Blackburn BRUSSELS 1996-08-22 The")
+        '1996-08-22'
+    """
+    found = DATELINE_DATE.search(text[:DATELINE_CHARS])
+    return found.group(0) if found else None
 
 
 @dataclass
@@ -166,6 +210,50 @@ def prepare_documents(
     return out
 
 
+class FoldPriors:
+    """The gold counts of each fold's held-out original documents, for out-of-fold prior columns.
+
+    ``without(j, k)`` is the table of every fold but ``j`` and ``k``: a document of fold ``j``
+    gets its prior columns from ``without(j)`` in the final fit, and from ``without(j, k)`` while
+    fold ``k`` is held out in cross-validation. ``total`` (every fold) is what the saved model
+    keeps. Detected-mention documents share the fold of their gold-span counterpart (the group).
+    """
+
+    def __init__(self, documents: Sequence[TrainingDocument], splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        self._fold_of_group: dict[str, int] = {}
+        self.parts: list[MentionPrior] = []
+        for fold, (_train_idx, test_idx) in enumerate(splits):
+            held = [documents[i] for i in test_idx]
+            self._fold_of_group.update((d.group, fold) for d in held)
+            self.parts.append(MentionPrior.from_documents(d.document for d in held if not d.augmented))
+        self.total = sum(self.parts, MentionPrior())
+        self._cache: dict[frozenset[int], MentionPrior] = {}
+
+    def fold(self, document: TrainingDocument) -> int:
+        """The fold that holds ``document`` (its group) out."""
+        return self._fold_of_group[document.group]
+
+    def without(self, *folds: int) -> MentionPrior:
+        """The counts of every fold except ``folds``."""
+        key = frozenset(folds)
+        if key not in self._cache:
+            table = self.total
+            for fold in sorted(key):
+                table = table - self.parts[fold]
+            self._cache[key] = table
+        return self._cache[key]
+
+    def out_of_fold(self, documents: Sequence[TrainingDocument], *held_out: int) -> list[TrainingDocument]:
+        """``documents`` with prior columns from the folds other than their own and ``held_out``."""
+        return [d.with_prior(self.without(self.fold(d), *held_out)) for d in documents]
+
+
+def _fold_priors(
+    documents: Sequence[TrainingDocument], config: DisambiguatorConfig, splits: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> FoldPriors | None:
+    return FoldPriors(documents, splits) if config.mention_prior else None
+
+
 def stack(documents: Sequence[TrainingDocument]) -> tuple[np.ndarray, np.ndarray]:
     """All feature rows and labels of ``documents``."""
     if not documents:
@@ -187,19 +275,31 @@ def train_disambiguator(
 
     A collective config fits the first pass on the base columns, then the second pass on
     collective features from out-of-fold first-pass scores (``first_pass_scores``, one array per
-    document, e.g. from :func:`cross_validate`; computed with ``folds`` document-grouped folds if
+    document, e.g. from :func:`cross_validate`; computed with ``folds`` grouped folds if
     not given).
+
+    With ``config.mention_prior``, each document's prior columns come from the gold counts of the
+    other folds (the same ``folds`` grouped folds as :func:`cross_validate`'s, so the
+    first-pass scores it gives match), and the model keeps the counts of all ``documents``.
     """
     config = config or DisambiguatorConfig()
+    priors = _fold_priors(documents, config, _folds(documents, folds)) if config.mention_prior else None
+    raw = documents
+    if priors is not None:
+        documents = priors.out_of_fold(documents)
     features, labels = stack(documents)
     sizes = [n for d in documents for n in d.group_sizes]
     if not config.collective:
-        return Disambiguator.train(features, labels, config, group_sizes=sizes)
-    model = Disambiguator.train(features, labels, config, group_sizes=sizes, columns=FIRST_PASS_COLUMNS)
-    if first_pass_scores is None:
-        first_pass_scores = out_of_fold_first_pass(documents, config, folds=folds)
-    second = np.concatenate([d.collective(s) for d, s in zip(documents, first_pass_scores, strict=True)])
-    model.second = Disambiguator.train(second, labels, config, group_sizes=sizes)
+        model = Disambiguator.train(features, labels, config, group_sizes=sizes)
+    else:
+        model = Disambiguator.train(features, labels, config, group_sizes=sizes, columns=FIRST_PASS_COLUMNS)
+        if first_pass_scores is None:
+            first_pass_scores = out_of_fold_first_pass(raw, config, folds=folds)
+        del features
+        second = np.concatenate([d.collective(s) for d, s in zip(documents, first_pass_scores, strict=True)])
+        model.second = Disambiguator.train(second, labels, config, group_sizes=sizes)
+    if priors is not None:
+        model.mention_prior = priors.total
     return model
 
 
@@ -217,11 +317,15 @@ def _first_pass_models(
     documents: Sequence[TrainingDocument],
     config: DisambiguatorConfig,
     splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    priors: FoldPriors | None = None,
 ) -> list[Disambiguator]:
-    """One first-pass model per fold, trained on the fold's training part."""
+    """One first-pass model per fold, trained on the fold's training part (prior columns from the
+    folds other than the document's own and the held-out one)."""
     models = []
-    for train_idx, _test_idx in splits:
+    for fold, (train_idx, _test_idx) in enumerate(splits):
         part = [documents[i] for i in train_idx]
+        if priors is not None:
+            part = priors.out_of_fold(part, fold)
         features, labels = stack(part)
         sizes = [n for d in part for n in d.group_sizes]
         models.append(Disambiguator.train(features, labels, config, group_sizes=sizes, columns=FIRST_PASS_COLUMNS))
@@ -232,20 +336,23 @@ def _out_of_fold(
     documents: Sequence[TrainingDocument],
     splits: Sequence[tuple[np.ndarray, np.ndarray]],
     models: Sequence[Disambiguator],
+    priors: FoldPriors | None = None,
 ) -> list[np.ndarray]:
     scores: list[np.ndarray] = [np.zeros(0)] * len(documents)
-    for (_train_idx, test_idx), model in zip(splits, models, strict=True):
+    for fold, ((_train_idx, test_idx), model) in enumerate(zip(splits, models, strict=True)):
+        table = priors.without(fold) if priors is not None else None
         for i in test_idx:
-            scores[i] = model.score(documents[i].prepared.features)
+            scores[i] = model.score(documents[i].with_prior(table).prepared.features)
     return scores
 
 
 def out_of_fold_first_pass(
     documents: Sequence[TrainingDocument], config: DisambiguatorConfig, *, folds: int = 5
 ) -> list[np.ndarray]:
-    """First-pass scores of every document from a model not trained on it (document-grouped folds)."""
+    """First-pass scores of every document from a model not trained on it (folds by group, see :func:`_folds`)."""
     splits = _folds(documents, folds)
-    return _out_of_fold(documents, splits, _first_pass_models(documents, config, splits))
+    priors = _fold_priors(documents, config, splits)
+    return _out_of_fold(documents, splits, _first_pass_models(documents, config, splits, priors), priors)
 
 
 def evaluate_prepared(
@@ -333,8 +440,9 @@ def cross_validate(
     """
     config = config or DisambiguatorConfig()
     splits = _folds(documents, folds)
-    first_models = _first_pass_models(documents, config, splits) if config.collective else None
-    first = _out_of_fold(documents, splits, first_models) if first_models is not None else None
+    priors = _fold_priors(documents, config, splits)
+    first_models = _first_pass_models(documents, config, splits, priors) if config.collective else None
+    first = _out_of_fold(documents, splits, first_models, priors) if first_models is not None else None
     oof: list[np.ndarray] = [np.zeros(0)] * len(documents)
     detected_oof: list[np.ndarray | None] = [None] * len(detected)
     for fold, (train_idx, test_idx) in enumerate(splits):
@@ -342,22 +450,29 @@ def cross_validate(
         part = [documents[i] for i in train_idx]
         held_out = {documents[i].group for i in test_idx}
         extra = [j for j, d in enumerate(detected) if d.group in held_out]
+        # the held-out documents' prior comes from the training part's counts only
+        table = priors.without(fold) if priors is not None else None
         if first is None or first_models is None:
-            model = train_disambiguator(part, config)
+            # (its own prior out of fold within ``part``; the saved table is ``part``'s counts)
+            model = train_disambiguator(part, config, folds=folds)
             for i in test_idx:
-                oof[i] = model.score(documents[i].prepared.features)
+                oof[i] = _model_scores(model, documents[i])
             for j in extra:
-                detected_oof[j] = model.score(detected[j].prepared.features)
+                detected_oof[j] = _model_scores(model, detected[j])
         else:
-            features = np.concatenate([documents[i].collective(first[i]) for i in train_idx])
-            labels = np.concatenate([documents[i].labels for i in train_idx])
-            sizes = [n for d in part for n in d.group_sizes]
+            trained = priors.out_of_fold(part, fold) if priors is not None else part
+            features = np.concatenate([d.collective(first[i]) for i, d in zip(train_idx, trained, strict=True)])
+            labels = np.concatenate([d.labels for d in trained])
+            sizes = [n for d in trained for n in d.group_sizes]
+            del trained
             second = Disambiguator.train(features, labels, config, group_sizes=sizes)
+            del features
             for i in test_idx:
-                oof[i] = second.score(documents[i].collective(first[i]))
+                oof[i] = second.score(documents[i].with_prior(table).collective(first[i]))
             for j in extra:
-                first_scores = first_models[fold].score(detected[j].prepared.features)
-                detected_oof[j] = second.score(detected[j].collective(first_scores))
+                held = detected[j].with_prior(table)
+                first_scores = first_models[fold].score(held.prepared.features)
+                detected_oof[j] = second.score(held.collective(first_scores))
     originals = [i for i, d in enumerate(documents) if not d.augmented]
     scores = [oof[i] for i in originals]
     kept = [documents[i] for i in originals]
@@ -484,6 +599,8 @@ def leave_one_dataset_out(
 
 
 def _model_scores(model: Disambiguator, document: TrainingDocument) -> np.ndarray:
+    """A trained model's scores of a document it was not trained on (prior columns from its counts)."""
+    document = document.with_prior(model.mention_prior)
     first = model.score(document.prepared.features)
     return model.second.score(document.collective(first)) if model.second is not None else first
 

@@ -8,6 +8,12 @@ F1, mean over seeds; secondary: leave-one-dataset-out ED F1 over the training se
     python -m scripts.linker_study prepare --kb KB --out var/study
     python -m scripts.linker_study run --study var/study --seeds 13 7 29
     python -m scripts.linker_study run --study var/study --seeds 13 7 29 --drop acronym_match --lodo
+    python -m scripts.linker_study run --study var/study --seeds 13 7 29 --no-prior --document-folds
+
+The mention prior's columns (``linking.features.PRIOR_FEATURE_NAMES``) are not prepared: training
+fills them out of fold from the gold counts (``linking.training.FoldPriors``) and the dev set from
+the counts of all training documents, as ``train linker`` does; ``--no-prior`` leaves them at zero
+(the model before the prior), ``--drop`` zeroes any columns in training (``DisambiguatorConfig.drop``).
 
 ``prepare`` reads only training sets and the dev set (aida_testa); report sets are never touched.
 Each ``run`` appends one JSON line per seed to ``STUDY/runs.jsonl`` (variant, seed, CV F1 and NIL
@@ -48,6 +54,7 @@ def _linker(kb_dir: Path, runtime: str):
 def prepare(args: argparse.Namespace) -> None:
     from linking import read_benchmark
     from linking.augmentation import shorten_person_mentions
+    from linking.features import FEATURE_NAMES
     from linking.training import prepare_documents
 
     out = Path(args.out)
@@ -63,20 +70,37 @@ def prepare(args: argparse.Namespace) -> None:
     for name, path in DEV.items():
         dev += prepare_documents(linker, read_benchmark(path), name)
     with open(out / "prepared.pkl", "wb") as handle:
-        pickle.dump({"kb": str(args.kb), "runtime": args.runtime, "train": train, "dev": dev}, handle)
+        pickle.dump(
+            {"kb": str(args.kb), "runtime": args.runtime, "feature_names": FEATURE_NAMES, "train": train, "dev": dev},
+            handle,
+        )
     print(f"prepared {len(train)} training and {len(dev)} dev documents -> {out / 'prepared.pkl'}")
 
 
-def _drop(documents, columns: list[int]):
-    """Copies of ``documents`` whose ``columns`` are zero (a constant column is never split on)."""
-    if not columns:
+def _upgrade(documents, names: tuple[str, ...]):
+    """``documents`` prepared with the feature columns ``names``, in today's column layout (columns
+    added since, such as the prior's, at zero; training fills those)."""
+    from linking.features import FEATURE_NAMES
+
+    if tuple(names) == FEATURE_NAMES:
         return documents
+    missing = [name for name in FEATURE_NAMES if name not in names and not name.startswith("prior_")]
+    if missing:
+        raise SystemExit(f"prepared without the columns {', '.join(missing)}: prepare again")
+    where = [(FEATURE_NAMES.index(name), j) for j, name in enumerate(names) if name in FEATURE_NAMES]
     out = []
     for doc in documents:
-        features = doc.prepared.features.copy()
-        features[:, columns] = 0.0
+        features = np.zeros((len(doc.prepared.features), len(FEATURE_NAMES)), dtype=np.float32)
+        for new, old in where:
+            features[:, new] = doc.prepared.features[:, old]
         out.append(replace(doc, prepared=replace(doc.prepared, features=features)))
     return out
+
+
+def _group_by_document(documents):
+    """``documents`` with cross-validation folds by document (and its short-name copies) instead of
+    ``train linker``'s folds by dateline day: the grouping used before, for comparison."""
+    return [replace(doc, cv_group=f"{doc.dataset}/{doc.document.doc_id.split('#', 1)[0]}") for doc in documents]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -97,23 +121,34 @@ def run(args: argparse.Namespace) -> None:
     unknown = [name for name in args.drop if name not in FEATURE_NAMES]
     if unknown:
         raise SystemExit(f"--drop: unknown feature(s) {', '.join(unknown)}")
-    columns = [FEATURE_NAMES.index(name) for name in args.drop]
-    train, dev = _drop(data["train"], columns), _drop(data["dev"], columns)
+    names = data.get("feature_names", FEATURE_NAMES)
+    train, dev = _upgrade(data["train"], names), _upgrade(data["dev"], names)
+    del data["train"], data["dev"]
+    if args.document_folds:
+        train = _group_by_document(train)
     linker = _linker(Path(data["kb"]), data["runtime"])
+    default_name = "no-prior" if args.no_prior else "prior"
+    if args.drop:
+        default_name += "+drop:" + ",".join(args.drop)
+    if args.document_folds:
+        default_name += "+document-folds"
     for seed in args.seeds:
         started = time.perf_counter()
-        config = DisambiguatorConfig(seed=seed)
+        config = DisambiguatorConfig(seed=seed, mention_prior=not args.no_prior, drop=tuple(args.drop))
         cv = cross_validate(linker, train, config)
         model = train_disambiguator(train, config, first_pass_scores=cv.first_pass_scores)
         options = _rule(cv.threshold, cv.margin, True)
         results = evaluate_prepared(linker, dev, [_model_scores(model, d) for d in dev], options)
         row = {
-            "variant": args.name or ("drop:" + ",".join(args.drop) if args.drop else "default"),
+            "variant": args.name or default_name,
             "seed": seed,
             "cv_f1": cv.f1_overall,
             "cv_f1_by_dataset": cv.f1_by_dataset,
             "nil_rule": [cv.threshold, cv.margin],
             "dev_ed": {k: round(v.counts.f1, 4) for k, v in results.items() if k != "all"},
+            "dev_ed_prf": {
+                k: [round(v.counts.precision, 4), round(v.counts.recall, 4)] for k, v in results.items() if k != "all"
+            },
         }
         if args.lodo:
             transfer = leave_one_dataset_out(linker, train, config)
@@ -125,9 +160,14 @@ def run(args: argparse.Namespace) -> None:
             handle.write(json.dumps(row) + "\n")
     rows = [json.loads(line) for line in (study / "runs.jsonl").read_text().splitlines()]
     for variant in dict.fromkeys(r["variant"] for r in rows):
-        values = [r["dev_ed"]["aida_testa"] for r in rows if r["variant"] == variant]
+        mine = [r for r in rows if r["variant"] == variant]
+        values = [r["dev_ed"]["aida_testa"] for r in mine]
         print(f"{variant}: aida_testa ED mean {np.mean(values):.4f} (min {min(values):.4f}, max {max(values):.4f}, "
               f"{len(values)} seeds)")  # fmt: skip
+        lodo = [r["lodo_f1"] for r in mine if "lodo_f1" in r]
+        if lodo:
+            print(f"{variant}: LODO ED mean {np.mean(lodo):.4f} (min {min(lodo):.4f}, max {max(lodo):.4f}, "
+                  f"{len(lodo)} seeds)")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,7 +180,13 @@ def main(argv: list[str] | None = None) -> None:
     r = sub.add_parser("run", help="cross-validate, fit and score the dev set, per seed")
     r.add_argument("--study", required=True, help="a directory written by prepare")
     r.add_argument("--seeds", type=int, nargs="+", default=[13, 7, 29], help="LightGBM seeds (default 13 7 29)")
-    r.add_argument("--drop", nargs="*", default=[], help="feature columns to zero out")
+    r.add_argument("--drop", nargs="*", default=[], help="feature columns held at zero in training")
+    r.add_argument("--no-prior", action="store_true", help="train without the mention prior's columns")
+    r.add_argument(
+        "--document-folds",
+        action="store_true",
+        help="cross-validation folds by document instead of by dateline day (the grouping before)",
+    )
     r.add_argument("--name", default="", help="variant name in runs.jsonl (default from --drop)")
     r.add_argument("--lodo", action="store_true", help="also leave-one-dataset-out F1 (four more CVs per seed)")
     args = parser.parse_args(argv)
