@@ -66,7 +66,9 @@ class DisambiguatorConfig:
     """Model type and hyperparameters (recorded in the model file and manifest).
 
     ``mention_prior``: fill the prior columns from gold-annotation counts (:mod:`linking.prior`;
-    off, they stay zero). ``drop``: feature columns held at zero in training, so the model never
+    off, they stay zero). ``prior_candidates``: with the prior, its most counted entities for a
+    surface are candidates too (:class:`~linking.candidates.CandidateGenerator`), in training from
+    out-of-fold counts. ``drop``: feature columns held at zero in training, so the model never
     uses them (ablations).
     """
 
@@ -82,6 +84,7 @@ class DisambiguatorConfig:
     logistic_c: float = 1.0
     seed: int = 13
     mention_prior: bool = True
+    prior_candidates: bool = True
     drop: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,7 +100,17 @@ class DisambiguatorConfig:
             values["drop"] = tuple(values["drop"])
         # models saved before the prior existed were trained without it
         values.setdefault("mention_prior", False)
+        values.setdefault("prior_candidates", False)
         return cls(**values)
+
+
+def candidate_prior(scorer: object) -> MentionPrior | None:
+    """The annotation counts a scorer's model was trained to draw candidates from (None if it was not)."""
+    config = getattr(scorer, "config", None)
+    if config is None or not getattr(config, "prior_candidates", False):
+        return None
+    prior: MentionPrior | None = getattr(scorer, "mention_prior", None)
+    return prior
 
 
 class PriorScorer:

@@ -27,7 +27,7 @@ from artifacts import Manifest
 from linking.candidates import CandidateConfig, CandidateGenerator
 from linking.context import mention_contexts
 from linking.coreference import propagate_entities
-from linking.disambiguation import Disambiguator, PriorScorer, Scorer
+from linking.disambiguation import Disambiguator, PriorScorer, Scorer, candidate_prior
 from linking.entity_index import EntityIndex
 from linking.features import FeatureExtractor, collective_features
 from linking.kb import KnowledgeBase
@@ -43,8 +43,9 @@ logger = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 100_000
 
 
-NAME_SOURCES = frozenset({"alias", "variant", "fuzzy"})
-"""Candidate generators that match the surface against names: the alias table, name variants, fuzzy keys."""
+NAME_SOURCES = frozenset({"alias", "prior", "variant", "fuzzy"})
+"""Candidate generators that match the surface against names: the alias table, the training
+annotations' names (the mention prior), name variants, fuzzy keys."""
 
 
 @dataclass(frozen=True)
@@ -259,9 +260,12 @@ class EntityLinker:
 
     @property
     def generator(self) -> CandidateGenerator:
-        """Candidate generation over this linker's KB and entity vectors."""
+        """Candidate generation over this linker's KB and entity vectors, and the training annotations'
+        counts of a model trained with candidates from them (see :attr:`DisambiguatorConfig.prior_candidates`)."""
         if self._generator is None:
-            self._generator = CandidateGenerator(self.kb, self.entity_index, self.config.candidates)
+            self._generator = CandidateGenerator(
+                self.kb, self.entity_index, self.config.candidates, prior=candidate_prior(self.scorer)
+            )
         return self._generator
 
     @property
@@ -293,8 +297,11 @@ class EntityLinker:
         spans = self.detector.ner_spans([text])[0]
         return [m if m.label is not None else replace(m, label=label_for_span(spans, m.start, m.end)) for m in mentions]
 
-    def prepare(self, text: str, mentions: Sequence[Mention]) -> PreparedDocument:
-        """Candidates and features of every mention: one encoder call, each sentence with a mention encoded once."""
+    def prepare(self, text: str, mentions: Sequence[Mention], *, prior: MentionPrior | None = None) -> PreparedDocument:
+        """Candidates and features of every mention: one encoder call, each sentence with a mention encoded once.
+
+        ``prior`` replaces the model's annotation counts as a candidate source (training passes
+        out-of-fold counts)."""
         contexts = mention_contexts(text, mentions, self.config.max_context_chars)
         dimension = self.entity_index.vectors.shape[1]
         sentence_vectors = (
@@ -302,7 +309,7 @@ class EntityLinker:
         )
         vectors = sentence_vectors[list(contexts.rows)] if mentions else np.zeros((0, dimension), np.float32)
         doc_vector = sentence_vectors.mean(axis=0) if len(sentence_vectors) else np.zeros(dimension, np.float32)
-        candidates = self.generator.generate_batch([m.surface for m in mentions], vectors)
+        candidates = self.generator.generate_batch([m.surface for m in mentions], vectors, prior=prior)
         features = self.extractor.document_features(text, mentions, candidates, vectors, doc_vector)
         return PreparedDocument(text, tuple(mentions), tuple(tuple(c) for c in candidates), features)
 

@@ -123,6 +123,15 @@ class MentionPrior:
         key = normalize_alias(surface)
         return self._counts.get(key, {}).get(entity_id, 0) / (self._surface_total.get(key, 0) + 1)
 
+    def top_entities(self, surface: str, k: int) -> list[str]:
+        """The ``k`` entities the annotations gave ``surface`` (normalized here) most often, most first
+        (ties by entity id); NIL is not an entity. These are candidates the alias tables may miss:
+        aida_train writes "China" for the People's Republic of China, which the alias tables file
+        under its full name."""
+        by_entity = self._counts.get(normalize_alias(surface), {})
+        ranked = sorted((e for e in by_entity if e != NIL_KEY), key=lambda e: (-by_entity[e], e))
+        return ranked[: max(k, 0)]
+
     def columns(self, surfaces: Sequence[str], candidates: Sequence[Sequence[Candidate]]) -> np.ndarray:
         """The :data:`PRIOR_FEATURE_NAMES` columns of every (mention, candidate) row, mention by mention.
 

@@ -185,18 +185,24 @@ def gold_mentions(linker: EntityLinker, document: LinkingDocument) -> list[Menti
 
 
 def prepare_documents(
-    linker: EntityLinker, documents: Sequence[LinkingDocument], dataset: str, *, detected: bool = False
+    linker: EntityLinker,
+    documents: Sequence[LinkingDocument],
+    dataset: str,
+    *,
+    detected: bool = False,
+    prior: MentionPrior | None = None,
 ) -> list[TrainingDocument]:
     """Candidates, features and 0/1 labels of every gold mention of ``documents``.
 
     With ``detected=True``, of every mention the linker's detector finds instead; a detected span
     equal to a gold span is labelled with that gold entity, any other has no right candidate.
+    ``prior``: annotation counts that propose candidates too (see :func:`with_prior_candidates`).
     """
     out = []
     found = linker.detect_batch([d.text for d in documents]) if detected else [None] * len(documents)
     for document, spans in zip(documents, found, strict=True):
         mentions = spans if spans is not None else gold_mentions(linker, document)
-        prepared = linker.prepare(document.text, mentions)
+        prepared = linker.prepare(document.text, mentions, prior=prior)
         labels = np.zeros(len(prepared.features), dtype=np.int32)
         gold_by_span = {(g.start, g.end): g.entity_id for g in document.mentions}
         for mention, cands, (lo, _hi) in zip(prepared.mentions, prepared.candidates, prepared.groups(), strict=True):
@@ -246,6 +252,40 @@ class FoldPriors:
     def out_of_fold(self, documents: Sequence[TrainingDocument], *held_out: int) -> list[TrainingDocument]:
         """``documents`` with prior columns from the folds other than their own and ``held_out``."""
         return [d.with_prior(self.without(self.fold(d), *held_out)) for d in documents]
+
+
+def with_prior_candidates(
+    linker: EntityLinker, documents: Sequence[TrainingDocument], priors: FoldPriors | MentionPrior
+) -> list[TrainingDocument]:
+    """``documents`` with the annotation counts' entities among their candidates, as a model trained
+    with ``prior_candidates`` has them when it links new text.
+
+    A training document's candidates come from the counts of the *other* folds (``priors.without(own
+    fold)``: its own annotations never propose its gold entity); a plain :class:`MentionPrior` (a dev
+    set, scored by a model that keeps every training count) is used as it is. Only documents that
+    gain a candidate are prepared again (an encoder pass each). While cross-validation holds out a
+    fold ``k``, a training document still has the candidates fold ``k``'s counts proposed, with
+    prior columns from ``without(own, k)`` (zero for those): held-out documents, which choose the
+    NIL rule and give the CV numbers, are prepared exactly as new text is.
+    """
+    k = linker.config.candidates.prior_k
+    out = []
+    for document in documents:
+        table = priors.without(priors.fold(document)) if isinstance(priors, FoldPriors) else priors
+        have = [{c.entity_id for c in cands} for cands in document.prepared.candidates]
+        missing = any(
+            entity_id in linker.kb and entity_id not in ids
+            for mention, ids in zip(document.prepared.mentions, have, strict=True)
+            for entity_id in table.top_entities(mention.surface, k)
+        )
+        if not missing:
+            out.append(document)
+            continue
+        again = prepare_documents(
+            linker, [document.document], document.dataset, detected=document.detected, prior=table
+        )[0]
+        out.append(replace(again, cv_group=document.cv_group))
+    return out
 
 
 def _fold_priors(
@@ -557,6 +597,10 @@ def leave_one_dataset_out(
     With ``detected`` documents, the left-out set's detected mentions are scored end to end too,
     with the detected-mention NIL rule chosen on the other sets, and (for comparison) with the
     gold-span rule.
+
+    Documents prepared with prior candidates (:func:`with_prior_candidates`) keep the candidates
+    their own set's other folds proposed; the left-out set's prior columns count the other sets
+    only, so such a candidate enters with no prior evidence and a name generator's features alone.
     """
     config = config or DisambiguatorConfig()
     datasets = sorted({d.dataset for d in documents})
@@ -714,6 +758,12 @@ def train_linker(
         if config.cross_validate:
             # the detector's mentions of the same documents choose the NIL rule for detected mentions
             detected += prepare_documents(linker, originals, name, detected=True)
+    if config.model.mention_prior and config.model.prior_candidates and linker.config.candidates.prior_k:
+        # the folds cross-validation and the final fit will use (the same documents, the same split)
+        priors = FoldPriors(documents, _folds(documents, config.folds))
+        logger.info("adding candidates from out-of-fold annotation counts")
+        documents = with_prior_candidates(linker, documents, priors)
+        detected = with_prior_candidates(linker, detected, priors)
     cv = transfer = None
     if config.cross_validate:
         cv = cross_validate(linker, documents, config.model, folds=config.folds, detected=detected)

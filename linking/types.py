@@ -61,8 +61,8 @@ class Candidate:
         entity_id: the KB entity.
         alias_rank: its rank under the mention's alias in the alias table (1 = best), or ``None``
             when the alias table did not propose it.
-        sources: the generators that proposed it (``alias``, ``normalized``, ``variant``, ``fuzzy``,
-            ``dense``), in the order they did.
+        sources: the generators that proposed it (``alias``, ``prior``, ``variant``, ``fuzzy``,
+            ``dense``, ``coreference``), in the order they did.
         fuzzy_score: string similarity (0-100) of the fuzzy key that matched, when fuzzy.
         dense_score: cosine of the mention context and the entity text, when dense retrieval
             proposed it.

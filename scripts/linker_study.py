@@ -9,6 +9,12 @@ F1, mean over seeds; secondary: leave-one-dataset-out ED F1 over the training se
     python -m scripts.linker_study run --study var/study --seeds 13 7 29
     python -m scripts.linker_study run --study var/study --seeds 13 7 29 --drop acronym_match --lodo
     python -m scripts.linker_study run --study var/study --seeds 13 7 29 --no-prior --document-folds
+    python -m scripts.linker_study prior-candidates --study var/study --out var/study-pc
+    python -m scripts.linker_study run --study var/study-pc --seeds 13 7 29
+
+``prior-candidates`` adds the candidates the training annotations propose (as ``train linker``
+does by default: out of fold for training documents, every training count for the dev set),
+preparing again only the documents that gain one; ``prepare`` itself prepares without them.
 
 The mention prior's columns (``linking.features.PRIOR_FEATURE_NAMES``) are not prepared: training
 fills them out of fold from the gold counts (``linking.training.FoldPriors``) and the dev set from
@@ -77,6 +83,34 @@ def prepare(args: argparse.Namespace) -> None:
     print(f"prepared {len(train)} training and {len(dev)} dev documents -> {out / 'prepared.pkl'}")
 
 
+def prior_candidates(args: argparse.Namespace) -> None:
+    from linking.prior import MentionPrior
+    from linking.training import FoldPriors, _folds, with_prior_candidates
+
+    study, out = Path(args.study), Path(args.out)
+    with open(study / "prepared.pkl", "rb") as handle:
+        data = pickle.load(handle)
+    if data.get("prior_candidates"):
+        raise SystemExit(f"{study}: prepared with prior candidates already")
+    names = data.get("feature_names")
+    train, dev = _upgrade(data["train"], names), _upgrade(data["dev"], names)
+    linker = _linker(Path(data["kb"]), data["runtime"])
+    started = time.perf_counter()
+    priors = FoldPriors(train, _folds(train, 5))
+    train = with_prior_candidates(linker, train, priors)
+    total: MentionPrior = priors.total
+    dev = with_prior_candidates(linker, dev, total)
+    print(f"prior candidates added in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    from linking.features import FEATURE_NAMES
+
+    with open(out / "prepared.pkl", "wb") as handle:
+        pickle.dump(
+            {**data, "feature_names": FEATURE_NAMES, "train": train, "dev": dev, "prior_candidates": True}, handle
+        )
+    print(f"-> {out / 'prepared.pkl'}")
+
+
 def _upgrade(documents, names: tuple[str, ...]):
     """``documents`` prepared with the feature columns ``names``, in today's column layout (columns
     added since, such as the prior's, at zero; training fills those)."""
@@ -128,13 +162,20 @@ def run(args: argparse.Namespace) -> None:
         train = _group_by_document(train)
     linker = _linker(Path(data["kb"]), data["runtime"])
     default_name = "no-prior" if args.no_prior else "prior"
+    if data.get("prior_candidates"):
+        default_name += "+candidates"
     if args.drop:
         default_name += "+drop:" + ",".join(args.drop)
     if args.document_folds:
         default_name += "+document-folds"
     for seed in args.seeds:
         started = time.perf_counter()
-        config = DisambiguatorConfig(seed=seed, mention_prior=not args.no_prior, drop=tuple(args.drop))
+        config = DisambiguatorConfig(
+            seed=seed,
+            mention_prior=not args.no_prior,
+            prior_candidates=bool(data.get("prior_candidates")),
+            drop=tuple(args.drop),
+        )
         cv = cross_validate(linker, train, config)
         model = train_disambiguator(train, config, first_pass_scores=cv.first_pass_scores)
         options = _rule(cv.threshold, cv.margin, True)
@@ -189,8 +230,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     r.add_argument("--name", default="", help="variant name in runs.jsonl (default from --drop)")
     r.add_argument("--lodo", action="store_true", help="also leave-one-dataset-out F1 (four more CVs per seed)")
+    c = sub.add_parser("prior-candidates", help="a study with the candidates the training annotations propose")
+    c.add_argument("--study", required=True, help="a directory written by prepare")
+    c.add_argument("--out", required=True, help="study directory to write")
     args = parser.parse_args(argv)
-    prepare(args) if args.command == "prepare" else run(args)
+    {"prepare": prepare, "run": run, "prior-candidates": prior_candidates}[args.command](args)
 
 
 if __name__ == "__main__":

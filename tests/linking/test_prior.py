@@ -11,10 +11,14 @@ import numpy as np
 import pytest
 
 from linking import (
+    CandidateConfig,
+    CandidateGenerator,
     Disambiguator,
     DisambiguatorConfig,
+    Entity,
     EntityLinker,
     KnowledgeBase,
+    LinkerConfig,
     LinkerTrainingConfig,
     Mention,
     MentionDetector,
@@ -26,7 +30,7 @@ from linking import (
 from linking.features import FEATURE_NAMES, PRIOR_FEATURE_NAMES
 from linking.normalization import normalize_alias
 from linking.prior import NIL_KEY, MentionPrior
-from linking.training import FoldPriors, _folds, dateline_day
+from linking.training import FoldPriors, _folds, dateline_day, with_prior_candidates
 from tests.linking.conftest import ALIASES, ENTITIES, doc
 
 PRIOR = [FEATURE_NAMES.index(name) for name in PRIOR_FEATURE_NAMES]
@@ -232,9 +236,10 @@ def test_the_prior_is_saved_with_the_model_and_an_older_model_still_loads(
             part[key] = [part[key][j] for j in keep]
         part["columns"] = len(keep)
         part["feature_names"] = [name for name in part["feature_names"] if name not in PRIOR_FEATURE_NAMES]
-        del part["config"]["mention_prior"], part["config"]["drop"]
+        del part["config"]["mention_prior"], part["config"]["drop"], part["config"]["prior_candidates"]
     reloaded = Disambiguator.from_dict(data)
     assert not reloaded.config.mention_prior and reloaded.mention_prior is None
+    assert not reloaded.config.prior_candidates  # nor candidates from counts it does not have
     noisy = rows.copy()
     noisy[:, PRIOR] = 7.0  # columns it was not trained on are not read
     assert np.allclose(reloaded.score(noisy), old.score(rows))
@@ -277,3 +282,99 @@ def test_a_dateline_is_a_date_near_the_top() -> None:
     assert dateline_day("WASHINGTON 1996-08-23 Omaha billionaire Warren Buffett.") == "1996-08-23"
     assert dateline_day(RUGBY) is None
     assert dateline_day("x" * 300 + " BRUSSELS 1996-08-22") is None  # a date deep in the text is no dateline
+
+
+# aida_train writes "China" for the People's Republic of China, a name no alias table files it under.
+PRC = Entity("People's Republic of China", "People's Republic of China", "", entity_type="place")
+CHINA = [
+    doc(
+        "3 China",
+        "China says Taiwan spoils atmosphere for talks. BEIJING 1996-08-22 China on Thursday accused Taipei.",
+        ("China", PRC.entity_id),
+    ),
+    doc(
+        "201 Nepal",
+        "Nepal's king leaves on week-long visit to China. KATHMANDU 1996-08-23 King Birendra left Nepal on Friday.",
+        ("China", PRC.entity_id),
+    ),
+    doc(
+        "575 Ten",
+        "Ten missing in north China ship collision. BEIJING 1996-08-27 Ten people were missing.",
+        ("China", PRC.entity_id),
+    ),
+    doc("173 Buffett", "WASHINGTON 1996-08-23 Omaha billionaire Warren Buffett.", ("WASHINGTON", "Washington, D.C.")),
+]
+
+
+def test_the_annotations_propose_candidates_beyond_the_cap(tiny_kb: KnowledgeBase) -> None:
+    key = normalize_alias("Washington")
+    prior = MentionPrior(
+        {
+            key: {
+                "Washington, D.C.": 5,
+                "Not in the KB": 4,
+                "MaliVai Washington": 3,
+                "The Washington Post": 1,
+                NIL_KEY: 9,
+            }
+        }
+    )
+    assert prior.top_entities("WASHINGTON", 3) == ["Washington, D.C.", "Not in the KB", "MaliVai Washington"]
+    generator = CandidateGenerator(tiny_kb, None, CandidateConfig(k=1, prior_k=3))
+    assert [c.entity_id for c in generator.generate("Washington")] == ["Washington, D.C."]
+    (found,) = generator.generate_batch(["Washington"], prior=prior)
+    # the top three counted entities the KB has, NIL never, past the cap of one
+    assert [(c.entity_id, c.sources) for c in found] == [
+        ("Washington, D.C.", ("alias", "prior", "variant")),
+        ("MaliVai Washington", ("prior", "variant")),
+    ]
+    off = CandidateGenerator(tiny_kb, None, CandidateConfig(k=1, prior_k=0), prior=prior)
+    assert [c.entity_id for c in off.generate("Washington")] == ["Washington, D.C."]
+
+
+def test_training_candidates_come_from_the_other_folds_counts(tiny_kb: KnowledgeBase, linking_encoder) -> None:
+    kb = KnowledgeBase([*ENTITIES, PRC], ALIASES)
+    linker = EntityLinker(kb, linking_encoder, config=LinkerConfig(candidates=CandidateConfig(dense_k=0)))
+    documents = prepare_documents(linker, CHINA, "aida_train")
+    assert all(PRC.entity_id not in ids(d) for d in documents)  # no name generator reaches it
+    priors = FoldPriors(documents, _folds(documents, 4))  # a day per fold
+    extended = with_prior_candidates(linker, documents, priors)
+    for before, after in zip(documents, extended, strict=True):
+        assert after.group == before.group
+        if before.document.doc_id == "173 Buffett":
+            assert after is before  # nothing to add: prepared once only
+            continue
+        # the other two China stories name it: a candidate, labelled as the gold one
+        assert PRC.entity_id in ids(after) and after.labels.sum() == 1
+    # one China story alone: its own annotation never proposes its gold entity
+    alone = prepare_documents(linker, CHINA[:1] + CHINA[3:], "aida_train")
+    priors = FoldPriors(alone, _folds(alone, 2))
+    assert all(PRC.entity_id not in ids(d) for d in with_prior_candidates(linker, alone, priors))
+
+
+def test_a_model_trained_with_prior_candidates_links_the_name_the_annotations_gave(linking_encoder, nlp) -> None:
+    kb = KnowledgeBase([*ENTITIES, PRC], ALIASES)
+    linker = EntityLinker(
+        kb,
+        linking_encoder,
+        detector=MentionDetector(nlp),
+        config=LinkerConfig(candidates=CandidateConfig(dense_k=0)),
+    )
+    config = LinkerTrainingConfig(DisambiguatorConfig(model_type="logistic"), folds=2, augment=False)
+    trained = train_linker(linker, {"aida_train": CHINA + REPEATED}, config)
+    text = "Australia foreign minister arrives in China. BEIJING 1996-08-22 Australian Foreign Minister Downer."
+    start = text.index("China")
+    (link,) = trained.linker.link(text, [Mention(start, start + 5, "China")])
+    assert link.entity_id == PRC.entity_id and link.candidates[0].sources == ("prior",)
+    # a model trained without them keeps to the name generators
+    without = LinkerTrainingConfig(
+        DisambiguatorConfig(model_type="logistic", prior_candidates=False), folds=2, augment=False
+    )
+    (link,) = train_linker(linker, {"aida_train": CHINA + REPEATED}, without).linker.link(
+        text, [Mention(start, start + 5, "China")]
+    )
+    assert link.entity_id is None and not link.candidates
+
+
+def ids(document) -> set[str]:
+    return {c.entity_id for cands in document.prepared.candidates for c in cands}
