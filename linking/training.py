@@ -600,7 +600,7 @@ def leave_one_dataset_out(
 
     Documents prepared with prior candidates (:func:`with_prior_candidates`) keep the candidates
     their own set's other folds proposed; the left-out set's prior columns count the other sets
-    only, so such a candidate enters with no prior evidence and a name generator's features alone.
+    only, so such a candidate enters with its prior columns at zero.
     """
     config = config or DisambiguatorConfig()
     datasets = sorted({d.dataset for d in documents})
