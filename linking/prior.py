@@ -66,13 +66,14 @@ class MentionPrior:
                 self._counts[surface] = kept
         self._surface_total = {s: sum(c.values()) for s, c in self._counts.items()}
         entity_total: Counter[str] = Counter()
-        self._argmax: dict[str, str] = {}
+        # each surface's entities, most counted first (NIL left out); ties by entity id, so that the
+        # table is the same whatever order it was counted in
+        self._ranked: dict[str, list[str]] = {}
         for surface, by_entity in self._counts.items():
             entities = {e: n for e, n in by_entity.items() if e != NIL_KEY}
             entity_total.update(entities)
             if entities:
-                # ties by entity id, so that the table is the same whatever order it was counted in
-                self._argmax[surface] = min(entities, key=lambda e: (-entities[e], e))
+                self._ranked[surface] = sorted(entities, key=lambda e: (-entities[e], e))
         self._entity_total = dict(entity_total)
 
     @classmethod
@@ -128,9 +129,7 @@ class MentionPrior:
         (ties by entity id); NIL is not an entity. These are candidates the alias tables may miss:
         aida_train writes "China" for the People's Republic of China, which the alias tables file
         under its full name."""
-        by_entity = self._counts.get(normalize_alias(surface), {})
-        ranked = sorted((e for e in by_entity if e != NIL_KEY), key=lambda e: (-by_entity[e], e))
-        return ranked[: max(k, 0)]
+        return self._ranked.get(normalize_alias(surface), [])[: max(k, 0)]
 
     def columns(self, surfaces: Sequence[str], candidates: Sequence[Sequence[Candidate]]) -> np.ndarray:
         """The :data:`PRIOR_FEATURE_NAMES` columns of every (mention, candidate) row, mention by mention.
@@ -158,7 +157,7 @@ class MentionPrior:
             if not total:
                 continue
             by_entity = self._counts[surface]
-            argmax = self._argmax.get(surface)
+            argmax = self._ranked[surface][0] if surface in self._ranked else None
             pair_counts = np.asarray([by_entity.get(c.entity_id, 0) for c in cands], dtype=np.float32)
             probability = pair_counts / (total + 1)
             block[:, col["prior_prob"]] = probability

@@ -84,7 +84,7 @@ def prepare(args: argparse.Namespace) -> None:
 
 
 def prior_candidates(args: argparse.Namespace) -> None:
-    from linking.prior import MentionPrior
+    from linking.features import FEATURE_NAMES
     from linking.training import FoldPriors, _folds, with_prior_candidates
 
     study, out = Path(args.study), Path(args.out)
@@ -98,12 +98,9 @@ def prior_candidates(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     priors = FoldPriors(train, _folds(train, 5))
     train = with_prior_candidates(linker, train, priors)
-    total: MentionPrior = priors.total
-    dev = with_prior_candidates(linker, dev, total)
+    dev = with_prior_candidates(linker, dev, priors.total)
     print(f"prior candidates added in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    from linking.features import FEATURE_NAMES
-
     with open(out / "prepared.pkl", "wb") as handle:
         pickle.dump(
             {**data, "feature_names": FEATURE_NAMES, "train": train, "dev": dev, "prior_candidates": True}, handle
