@@ -4,7 +4,7 @@ from linking.augmentation import shorten_person_mentions
 from linking.candidates import CandidateConfig, CandidateGenerator
 from linking.coreference import propagate_entities
 from linking.disambiguation import Disambiguator, DisambiguatorConfig, PriorScorer, Scorer
-from linking.entity_index import EntityIndex
+from linking.entity_index import EntityIndex, EntitySearch
 from linking.errors import BenchmarkFormatError, KBFormatError, LinkingError, ModelNotTrainedError
 from linking.evaluation import EvaluationResult, PRFCounts, read_benchmark, score_document
 from linking.features import FEATURE_NAMES, FeatureExtractor
@@ -39,6 +39,7 @@ __all__ = [
     "Entity",
     "EntityIndex",
     "EntityLinker",
+    "EntitySearch",
     "EvaluationResult",
     "FeatureExtractor",
     "GoldMention",

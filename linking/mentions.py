@@ -88,7 +88,9 @@ class MentionDetector:
 
     def detect_batch(self, texts: Sequence[str]) -> list[list[Mention]]:
         """Mentions in several texts (spaCy processes them as one stream)."""
-        return [self._from_doc(doc) for doc in self.nlp.pipe(list(texts))]
+        texts = list(texts)
+        # The text is passed along: ``doc.text`` rebuilds it from every token (a fifth of NER's time on news).
+        return [self._from_doc(doc, text) for doc, text in zip(self.nlp.pipe(texts), texts, strict=True)]
 
     def ner_spans(self, texts: Sequence[str]) -> list[list[Mention]]:
         """All NER entities of each text (every label, untrimmed), for type cues on given mentions."""
@@ -97,8 +99,7 @@ class MentionDetector:
             for doc in self.nlp.pipe(list(texts))
         ]
 
-    def _from_doc(self, doc: Any) -> list[Mention]:
-        text = doc.text
+    def _from_doc(self, doc: Any, text: str) -> list[Mention]:
         mentions = []
         for ent in doc.ents:
             if ent.label_ not in self.config.labels:

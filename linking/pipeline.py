@@ -28,7 +28,7 @@ from linking.candidates import CandidateConfig, CandidateGenerator
 from linking.context import mention_contexts
 from linking.coreference import propagate_entities
 from linking.disambiguation import Disambiguator, PriorScorer, Scorer, candidate_prior
-from linking.entity_index import EntityIndex
+from linking.entity_index import EXACT, EntityIndex, EntitySearch
 from linking.features import FeatureExtractor, collective_features
 from linking.kb import KnowledgeBase
 from linking.mentions import DEFAULT_SPACY_MODEL, MentionDetector, label_for_span, load_spacy
@@ -73,6 +73,7 @@ class LinkerConfig:
 
     max_context_chars: int = 400
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    entity_search: EntitySearch = field(default_factory=EntitySearch)
     coreference: bool = True
     unnamed_min_score: float = 0.25
     unnamed_min_score_detected: float = 1.0
@@ -173,7 +174,8 @@ class EntityLinker:
         Example:
             >>> linker = EntityLinker.build(kb, encoder, detector=MentionDetector(load_spacy()))  # doctest: +SKIP
         """
-        index = EntityIndex.build(kb, encoder, cache=cache)
+        index = EntityIndex.build(kb, encoder, cache=cache, search=(config or LinkerConfig()).entity_search)
+        index.prepare_search()
         return cls(
             kb,
             encoder,
@@ -255,8 +257,23 @@ class EntityLinker:
     def entity_index(self) -> EntityIndex:
         """The entity vectors (built from the KB and encoder on first use if none were given)."""
         if self._entity_index is None:
-            self._entity_index = EntityIndex.build(self.kb, self.encoder)
+            self._entity_index = EntityIndex.build(self.kb, self.encoder, search=self.config.entity_search)
         return self._entity_index
+
+    def with_exact_search(self) -> EntityLinker:
+        """This linker with exact nearest-entity search whatever the KB's size (training uses it: see
+        :class:`~linking.entity_index.EntitySearch`); the entity vectors are shared."""
+        if self.config.entity_search == EXACT:
+            return self
+        return EntityLinker(
+            self.kb,
+            self.encoder,
+            self.scorer,
+            detector=self.detector,
+            entity_index=self.entity_index.with_search(EXACT),
+            config=replace(self.config, entity_search=EXACT),
+            model_manifest=self.model_manifest,
+        )
 
     @property
     def generator(self) -> CandidateGenerator:

@@ -748,6 +748,7 @@ def train_linker(
         raise ValueError("folds: must be at least 2")
     if config.transfer and (not config.cross_validate or len({name for name, _ in pairs}) < 2):
         raise ValueError("transfer: needs cross-validation and two or more benchmarks with different names")
+    caller, linker = linker, linker.with_exact_search()  # candidates that do not depend on the CPU (EntitySearch)
     documents: list[TrainingDocument] = []
     detected: list[TrainingDocument] = []
     for name, originals in pairs:
@@ -776,7 +777,7 @@ def train_linker(
             model.metrics.update(transfer.to_dict())
     else:
         model = train_disambiguator(documents, config.model, folds=config.folds)
-    trained = linker.with_model(model)
     originals = [doc for _, docs in pairs for doc in docs]
-    reference = linking_reference(trained, originals, sample=config.drift_sample)
+    reference = linking_reference(linker.with_model(model), originals, sample=config.drift_sample)  # saved: exact
+    trained = caller.with_model(model)
     return TrainedLinker(trained, model, config, cv, transfer, reference)

@@ -50,11 +50,15 @@ DEV = {"aida_testa": DATA / "aida" / "benchmarks" / "aida_testa.jsonl"}
 
 
 def _linker(kb_dir: Path, runtime: str):
-    from linking import EntityLinker, KnowledgeBase, MentionDetector, load_spacy
+    """The linker studies prepare with: exact entity search, as training (aida_testa too, so a study's
+    dev scores compare models, not searches)."""
+    from linking import EntityLinker, KnowledgeBase, LinkerConfig, MentionDetector, load_spacy
+    from linking.entity_index import EXACT
     from retrieval.onnx_encoder import load_encoder
 
     kb = KnowledgeBase.load(kb_dir)
-    return EntityLinker.build(kb, load_encoder(runtime=runtime), detector=MentionDetector(load_spacy()))
+    config = LinkerConfig(entity_search=EXACT)
+    return EntityLinker.build(kb, load_encoder(runtime=runtime), detector=MentionDetector(load_spacy()), config=config)
 
 
 def prepare(args: argparse.Namespace) -> None:

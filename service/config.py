@@ -32,7 +32,7 @@ class ServerConfig:
     max_inflight: int = 256  # per worker; past it, RESOURCE_EXHAUSTED at once
     batch_max_size: int = 32  # query encodings per micro-batch
     batch_max_wait_ms: float = 2.0  # longest wait for a micro-batch to fill
-    encoder_runtime: str = "onnx"  # torch | onnx | onnx-int8 (retrieval/onnx_encoder.py)
+    encoder_runtime: str = "onnx"  # search: torch | onnx | onnx-int8 (linking follows its model: serving/linker.py)
     reranker_runtime: str = "torch"  # torch | onnx: how a cross-encoder reranker runs
     encoder_bf16: bool = False  # encode queries under bfloat16 autocast (torch runtime; service/serving/batching.py)
     torch_threads: int | None = None  # None: cores / workers

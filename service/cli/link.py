@@ -16,6 +16,7 @@ from linking import (
     DisambiguatorConfig,
     EntityLinker,
     KnowledgeBase,
+    LinkerConfig,
     LinkerTrainingConfig,
     LinkingError,
     LinkOptions,
@@ -23,6 +24,7 @@ from linking import (
     read_benchmark,
     train_linker,
 )
+from linking.entity_index import EXACT
 from linking.evaluation import evaluate_linker
 from linking.pipeline import MAX_TEXT_CHARS
 from retrieval.errors import InvalidRequestError
@@ -38,6 +40,7 @@ from service.cli.options import (
     nonblank,
     rpc_failure,
 )
+from service.serving.linker import LINKING_RUNTIME, linking_runtime, load_linker, model_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +69,12 @@ def register(groups: Any) -> None:
     link.add_argument("--top", type=int, default=3, help=f"runner-up candidates to show, 0 to {MAX_RUNNER_UPS}")
     link.add_argument("--json", action="store_true", help="print JSON")
     add_client_security(link)
-    add_encoder_runtime(link, "onnx", "how contexts are encoded (local)")
+    add_encoder_runtime(
+        link,
+        None,
+        "how contexts are encoded (local)",
+        "the runtime the model was trained with (onnx-int8 without a model)",
+    )
     link.set_defaults(func=run_link)
 
     train = groups.group("train", "train models")
@@ -95,7 +103,7 @@ def register(groups: Any) -> None:
         "needs two or more --benchmark files)",
     )
     linker.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
-    add_encoder_runtime(linker, "onnx", "how entities and contexts are encoded")
+    add_encoder_runtime(linker, LINKING_RUNTIME, "how entities and contexts are encoded")
     linker.set_defaults(func=run_train_linker)
 
     evaluate = groups.group("eval", "offline evaluation")
@@ -109,7 +117,9 @@ def register(groups: Any) -> None:
     ev.add_argument(
         "--per-doc-out", type=Path, help="write per-document tp/fp/fn (JSON lines) for `sleuth eval compare`"
     )
-    add_encoder_runtime(ev, "onnx", "how contexts are encoded (use the runtime the model was trained with)")
+    add_encoder_runtime(
+        ev, None, "how contexts are encoded", "the runtime the model was trained with (onnx-int8 without a model)"
+    )
     ev.set_defaults(func=run_eval_link)
 
 
@@ -128,12 +138,16 @@ def _encoder(runtime: str) -> Any:
     return load_encoder(DEFAULT_ENCODER, runtime, threads=1)
 
 
-def _open_linker(kb_dir: Path, model_dir: Path | None, runtime: str) -> EntityLinker:
-    """The linker of ``kb_dir`` + ``model_dir`` (the library's entry point), after their manifests are checked."""
+def _open_linker(kb_dir: Path, model_dir: Path | None, runtime: str, *, training: bool = False) -> EntityLinker:
+    """The linker of ``kb_dir`` + ``model_dir`` (the library's entry point), after their manifests are checked.
+
+    ``training``: exact entity search whatever the KB's size (no HNSW graph is built; see
+    :class:`~linking.entity_index.EntitySearch`)."""
     started = time.perf_counter()
     encoder = _encoder(runtime)
     logger.info("loading KB %s, its entity vectors, spaCy and the model %s", kb_dir, model_dir or "(prior baseline)")
-    linker = EntityLinker.open(kb_dir, model_dir, encoder)
+    config = LinkerConfig(entity_search=EXACT) if training else None
+    linker = EntityLinker.open(kb_dir, model_dir, encoder, config=config)
     logger.info("linker ready in %.1f s", time.perf_counter() - started)
     return linker
 
@@ -168,11 +182,9 @@ def run_link(args: argparse.Namespace) -> int:
         check_artifact(args.kb, "kb", "--kb")
         check_artifact(args.model, "linker", "--model")
         if args.kb is None:
-            from service.serving.linker import load_linker
-
-            linker = load_linker(_encoder(args.encoder_runtime), None, args.model).linker
+            linker = load_linker(_encoder(linking_runtime(args.model, args.encoder_runtime)), None, args.model).linker
         else:
-            linker = _open_linker(args.kb, args.model, args.encoder_runtime)
+            linker = _open_linker(args.kb, args.model, linking_runtime(args.model, args.encoder_runtime))
         links = linker.link(args.text, options=LinkOptions(top_candidates=args.top + 1))
         rows = [
             {
@@ -250,7 +262,7 @@ def run_train_linker(args: argparse.Namespace) -> int:
         sum(len(docs) for _, docs in benchmarks),
         ", ".join(f"{name} ({len(docs)})" for name, docs in benchmarks),
     )
-    linker = _open_linker(args.kb, None, args.encoder_runtime)
+    linker = _open_linker(args.kb, None, args.encoder_runtime, training=True)
     config = LinkerTrainingConfig(
         model=DisambiguatorConfig(model_type=args.model_type),
         folds=args.folds,
@@ -323,14 +335,15 @@ def run_eval_link(args: argparse.Namespace) -> int:
             "these scores are not held-out",
             file=sys.stderr,
         )
-    trained_runtime = Manifest.read(args.model).inputs.get("encoder_runtime") if args.model is not None else None
-    if trained_runtime is not None and trained_runtime != args.encoder_runtime:
+    trained_runtime = model_runtime(args.model)
+    runtime = linking_runtime(args.model, args.encoder_runtime)
+    if trained_runtime is not None and trained_runtime != runtime:
         print(
             f"sleuth: warning: the model was trained on {trained_runtime} vectors, scored here on "
-            f"{args.encoder_runtime} (--encoder-runtime {trained_runtime} to match)",
+            f"{runtime} (--encoder-runtime {trained_runtime} to match)",
             file=sys.stderr,
         )
-    linker = _open_linker(args.kb, args.model, args.encoder_runtime)
+    linker = _open_linker(args.kb, args.model, runtime)
     started = time.perf_counter()
     result = evaluate_linker(linker, documents, args.mode)
     elapsed = time.perf_counter() - started

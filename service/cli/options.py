@@ -80,8 +80,12 @@ def check_new_directory(path: Path | None, overwrite: bool) -> None:
         raise InputError(f"--out {path}: already exists (add --overwrite to replace it)")
 
 
-def add_encoder_runtime(parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: str, what: str) -> None:
-    """The ``--encoder-runtime`` option (retrieval/onnx_encoder.py) of the commands that encode."""
+def add_encoder_runtime(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: str | None, what: str, default_text: str = ""
+) -> None:
+    """The ``--encoder-runtime`` option (retrieval/onnx_encoder.py) of the commands that encode.
+
+    ``default`` None: the command decides (``default_text`` says how, e.g. the model's runtime)."""
     from retrieval.onnx_encoder import RUNTIMES
 
     parser.add_argument(
@@ -89,7 +93,7 @@ def add_encoder_runtime(parser: argparse.ArgumentParser | argparse._ArgumentGrou
         default=default,
         choices=RUNTIMES,
         help=f"{what}: torch (the reference), onnx (ONNX Runtime, float32: the same vectors) or onnx-int8 "
-        f"(int8 weights: fastest, slightly different vectors); default {default}",
+        f"(int8 weights: fastest, slightly different vectors); default {default_text or default}",
     )
 
 

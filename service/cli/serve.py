@@ -75,7 +75,9 @@ def register(groups: Any) -> None:
     )
     perf.add_argument("--batch-size", type=positive_int, default=32, help="query encodings per micro-batch")
     perf.add_argument("--batch-wait-ms", type=float, default=2.0, help="longest wait for a micro-batch to fill")
-    add_encoder_runtime(perf, "onnx", "how queries and linking contexts are encoded (docs/benchmarks.md)")
+    add_encoder_runtime(
+        perf, "onnx", "how queries are encoded (linking encodes on its model's runtime; docs/benchmarks.md)"
+    )
     perf.add_argument(
         "--bf16",
         action="store_true",

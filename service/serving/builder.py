@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -53,7 +54,7 @@ from service.serving.linker import swap_kb, swap_model
 from service.serving.loading import Services, StartupError, arm_loader
 from service.serving.metrics import MetricsServer, ServerMetrics, metrics_port_for_this_process
 from service.serving.online import OnlineCollector, OnlineLoop
-from service.serving.runner import SearchRunner, encoder_factory
+from service.serving.runner import SearchRunner, encoder_factory, runtime_encoder_factory
 from service.serving.state import ServingState
 
 logger = logging.getLogger(__name__)
@@ -201,7 +202,8 @@ async def create_server(config: ServerConfig, services: Services) -> RunningServ
         link_drift = DriftMonitor(services.linker.drift_reference)
         online.add_monitor(link_drift)
         linker_state = ServingState("linker", services.linker, services.linker.model_version)
-        lifecycle.register("linker", linker_state, swap_model, lambda loaded: loaded.model_version)
+        swap = functools.partial(swap_model, load_encoder=runtime_encoder_factory(config))
+        lifecycle.register("linker", linker_state, swap, lambda loaded: loaded.model_version)
         lifecycle.register("kb", linker_state, swap_kb, lambda loaded: loaded.kb_version)
         linking_pb2_grpc.add_LinkingServiceServicer_to_server(
             LinkingServicer(linker_state, executor, link_drift), server

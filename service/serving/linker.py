@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from artifacts import Manifest
 from linking import (
     Disambiguator,
     DisambiguatorConfig,
@@ -36,6 +38,25 @@ DEMO_TRAINING = LinkerTrainingConfig(
     model=DisambiguatorConfig(model_type="logistic"), cross_validate=False, augment=False, drift_sample=20
 )
 """How the demo model is trained at start-up: the demo's few documents are too few for cross-validation."""
+
+LINKING_RUNTIME = "onnx-int8"
+"""The encoder runtime of linking unless a model says otherwise: ``train linker``'s default (int8
+weights, about twice as fast as float32; the default model scores the same on aida_testa, see
+docs/benchmarks.md)."""
+
+
+def model_runtime(model_dir: Path | None) -> str | None:
+    """The encoder runtime the model at ``model_dir`` was trained with (its manifest), if it says."""
+    if model_dir is None:
+        return None
+    runtime = Manifest.read(model_dir).inputs.get("encoder_runtime")
+    return str(runtime) if runtime else None
+
+
+def linking_runtime(model_dir: Path | None, requested: str | None = None) -> str:
+    """How a linker encodes contexts: ``requested`` if given, else the model's training runtime (its
+    features were learned on those vectors), else :data:`LINKING_RUNTIME`."""
+    return requested or model_runtime(model_dir) or LINKING_RUNTIME
 
 
 @dataclass
@@ -98,8 +119,20 @@ def swap_kb(path: Path, current: LoadedLinker) -> LoadedLinker:
     return LoadedLinker(linker, version, current.model_version, current.drift_reference)
 
 
-def swap_model(path: Path, current: LoadedLinker) -> LoadedLinker:
-    """The current linker with the disambiguator model at ``path``."""
+def swap_model(
+    path: Path, current: LoadedLinker, load_encoder: Callable[[str, str], Encoder] | None = None
+) -> LoadedLinker:
+    """The current linker with the disambiguator model at ``path``.
+
+    A model whose manifest names another encoder runtime than the current linker's gets an encoder
+    on that runtime (``load_encoder(name, runtime)``) and its entity vectors, built here, before
+    the swap; a model that names none keeps the current encoder."""
     model, manifest = Disambiguator.load(path)
-    linker = current.linker.with_model(model, manifest)
+    linker = current.linker
+    runtime = model_runtime(path)
+    if load_encoder is not None and runtime is not None and getattr(linker.encoder, "runtime", None) != runtime:
+        logger.info("the model %s was trained on %s vectors: loading that encoder", manifest.version, runtime)
+        encoder = load_encoder(linker.encoder.name, runtime)
+        linker = EntityLinker.build(linker.kb, encoder, detector=linker.detector, config=linker.config)
+    linker = linker.with_model(model, manifest)
     return LoadedLinker(linker, current.kb_version, manifest.version, read_reference(path) or current.drift_reference)

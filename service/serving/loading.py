@@ -22,8 +22,8 @@ from retrieval.rerankers import load_reranker
 from service.config import ServerConfig
 from service.demo import demo_index
 from service.serving.lifecycle import RERANKER, SEARCH_INDEX, load_reranker_version, load_search_index
-from service.serving.linker import LoadedLinker, load_linker
-from service.serving.runner import encoder_factory
+from service.serving.linker import LoadedLinker, linking_runtime, load_linker, model_runtime
+from service.serving.runner import encoder_factory, runtime_encoder_factory
 
 logger = logging.getLogger(__name__)
 
@@ -108,22 +108,38 @@ def load_services(config: ServerConfig) -> Services:
     if config.ray is not None and kb is not None:
         linker = ray_linker(config, kb, model, encoder_name)
     else:
-        linker = load_linker(encoder, kb, model)
+        linker = load_linker(linking_encoder(config, encoder, encoder_name, model), kb, model)
     return Services(searcher=searcher, linker=linker, index_loader=index_loader, on_search_release=on_release)
+
+
+def linking_encoder(config: ServerConfig, encoder: Any, name: str, model: Path | None) -> Any:
+    """The encoder linking runs on: search's own, unless the linker model's manifest names another
+    runtime (``train linker`` records it; its default is onnx-int8), then one on that runtime. The
+    prior baseline and the demo model use search's encoder."""
+    runtime = model_runtime(model)
+    if runtime is None or runtime == config.encoder_runtime:
+        return encoder
+    started = time.perf_counter()
+    logger.info("loading encoder %s on %s for linking (the linker model's runtime)", name, runtime)
+    linking = runtime_encoder_factory(config)(name, runtime)
+    linking.encode(["warm up"])
+    logger.info("linking encoder ready in %.1f s", time.perf_counter() - started)
+    return linking
 
 
 def ray_linker(config: ServerConfig, kb: Path, model: Path | None, encoder_name: str) -> LoadedLinker:
     """``serve --ray --kb DIR``: the linker deployed as ``sleuth:<model>:linker`` with ``--replicas``.
 
-    Each replica opens the KB and the model with its own encoder (``encoder_name`` on the server's
-    runtime); the server keeps the KB for entity names and calls the replicas through their handle.
+    Each replica opens the KB and the model with its own encoder (``encoder_name`` on the model's
+    runtime, :func:`~service.serving.linker.linking_runtime`); the server keeps the KB for entity
+    names and calls the replicas through their handle.
     """
     from service.cluster.serve_linker import RayLinkerServing
 
     started = time.perf_counter()
     serving = RayLinkerServing(replicas=config.ray_replicas, cpus_per_replica=config.ray_cpus)
     logger.info("deploying the linker of KB %s on %d replica(s)", kb, config.ray_replicas)
-    loader = serving.loader(kb, model, encoder_name, config.encoder_runtime)
+    loader = serving.loader(kb, model, encoder_name, linking_runtime(model))
     linker, kb_version, model_version = serving.load(kb, model, loader)
     reference = read_reference(model) if model is not None else {}
     logger.info("linking on Ray: %s, %s deployed in %.1f s", kb_version, model_version, time.perf_counter() - started)

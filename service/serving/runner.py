@@ -33,12 +33,18 @@ def default_torch_threads(workers: int) -> int:
 
 def encoder_factory(config: ServerConfig) -> Callable[[str], Encoder]:
     """Loads encoders by name on the configured runtime (``--encoder-runtime``), one thread share each."""
+    load = runtime_encoder_factory(config)
+    return lambda name: load(name, config.encoder_runtime)
+
+
+def runtime_encoder_factory(config: ServerConfig) -> Callable[[str, str], Encoder]:
+    """Loads encoders by name and runtime (a linker model's runtime may differ from search's), one thread share each."""
     from retrieval.onnx_encoder import load_encoder
 
     threads = config.torch_threads or default_torch_threads(config.workers)
 
-    def load(name: str) -> Encoder:
-        return load_encoder(name, config.encoder_runtime, threads=threads)
+    def load(name: str, runtime: str) -> Encoder:
+        return load_encoder(name, runtime, threads=threads)
 
     return load
 

@@ -144,8 +144,8 @@ def test_train_linker_reports_leave_one_dataset_out_transfer(tmp_path: Path, cap
     assert "leave-one-dataset-out F1" in printed
     manifest = json.loads((out / "manifest.json").read_text())
     metrics = manifest["metrics"]
-    # trained at the default runtime, recorded so eval link can tell a mismatch
-    assert manifest["inputs"]["encoder_runtime"] == "onnx"
+    # trained at the default runtime (int8), recorded: eval link and serve encode on it, and tell a mismatch
+    assert manifest["inputs"]["encoder_runtime"] == "onnx-int8"
     assert set(metrics["transfer_f1_by_dataset"]) == {"sports", "people"}
     assert all(0.0 <= f1 <= 1.0 for f1 in metrics["transfer_f1_by_dataset"].values())
     # The training-set prior (rank 1) is right on every sports mention: a model trained on people alone
@@ -175,11 +175,11 @@ def test_train_linker_reports_leave_one_dataset_out_transfer(tmp_path: Path, cap
     assert main(["eval", "link", "--kb", str(kb), "--model", str(out), "--benchmark", str(unseen), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["trained_on_benchmark"] is False and "training input" not in captured.err
-    assert "trained on onnx vectors" not in captured.err
+    assert "trained on onnx-int8 vectors" not in captured.err
     argv = ["eval", "link", "--kb", str(kb), "--model", str(out), "--benchmark", str(unseen)]
     argv += ["--encoder-runtime", "torch"]
     assert main(argv) == 0
-    assert "trained on onnx vectors, scored here on torch" in capsys.readouterr().err
+    assert "trained on onnx-int8 vectors, scored here on torch" in capsys.readouterr().err
 
 
 def test_train_linker_transfer_needs_two_benchmarks(tmp_path: Path, capsys) -> None:
