@@ -154,6 +154,7 @@ class Disambiguator:
     _mean: np.ndarray | None = None
     _scale: np.ndarray | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    _compiled: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def train(
@@ -238,6 +239,9 @@ class Disambiguator:
         if len(features) == 0:
             return np.zeros(0, dtype=np.float64)
         features = features[:, self._index] if self._index is not None else features[:, : self._columns]
+        if self._compiled is not None:
+            raw = np.asarray(self._compiled.predict(features), dtype=np.float64)
+            return 1.0 / (1.0 + np.exp(-raw)) if self.config.objective == "lambdarank" else raw
         if self._booster is not None:
             raw = np.asarray(self._booster.predict(features, num_threads=1), dtype=np.float64)
             return 1.0 / (1.0 + np.exp(-raw)) if self.config.objective == "lambdarank" else raw
@@ -245,6 +249,16 @@ class Disambiguator:
             z = ((features - self._mean) / self._scale) @ self._weights + self._bias
             return 1.0 / (1.0 + np.exp(-z))
         raise ModelNotTrainedError("the disambiguator has not been trained or loaded")
+
+    def compile_trees(self, cache_dir: Path | None = None) -> None:
+        """Score with this model's LightGBM trees (both passes) compiled to native code from now on:
+        the same scores, about five times faster (:mod:`linking.compiled_trees`). Nothing changes for a
+        logistic model, or when the trees cannot be compiled."""
+        from linking.compiled_trees import compile_booster
+
+        for model in (self, self.second):
+            if model is not None and model._booster is not None and model._compiled is None:
+                model._compiled = compile_booster(model._booster, cache_dir)
 
     def with_threshold(
         self, threshold: float, margin: float = 1.0, *, detected: tuple[float, float] | None = None

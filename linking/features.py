@@ -115,6 +115,12 @@ COLLECTIVE_FEATURE_NAMES: tuple[str, ...] = (
 FEATURE_NAMES: tuple[str, ...] = BASE_FEATURE_NAMES + COLLECTIVE_FEATURE_NAMES
 TYPE_CODES = {"person": 1, "place": 2, "organization": 3, "other": 4}
 _COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_CANDIDATE_COLUMNS = (
+    "from_alias", "from_variant", "from_fuzzy", "from_dense", "str_ratio", "str_token_set", "exact_name",
+    "name_qualified", "exact_title", "acronym_match", "surface_is_name_word", "surname_match", "given_name_match",
+    "entity_type", "type_agreement", "extra_name_words", "extra_words_in_doc", "name_word_coherence", "coref_support",
+)  # fmt: skip
+"""The columns :meth:`FeatureExtractor.document_features` fills candidate by candidate."""
 _VS_FIRST = {"ctx_sim": "ctx_vs_first", "doc_sim": "doc_vs_first", "coherence": "coherence_vs_first"}
 NO_RANK = 50.0
 COHERENCE_TOP = 5
@@ -225,38 +231,48 @@ class FeatureExtractor:
             # "NATO", "U.N.": two capitals or more, one word (not the pronoun "us")
             acronym_form = " " not in mention.surface.strip() and sum(ch.isupper() for ch in mention.surface) >= 2
             block[:, col["mention_type"]] = TYPE_CODES.get(mention_type or "", 0)
-            for offset, cand in enumerate(cands):
-                r = offset
+            # Per-candidate values are gathered by column and written once per column (a numpy
+            # item assignment per cell cost more than the values themselves).
+            cells: dict[str, list[float]] = {name: [] for name in _CANDIDATE_COLUMNS}
+            surface = surfaces[i]
+            for cand in cands:
                 words, qualified, title_key, acronym_key = self._name_keys(cand.entity_id)
                 name_key = " ".join(words)
                 sources = cand.sources
-                block[r, col["from_alias"]] = "alias" in sources
-                block[r, col["from_variant"]] = "variant" in sources
-                block[r, col["from_fuzzy"]] = "fuzzy" in sources
-                block[r, col["from_dense"]] = "dense" in sources
-                block[r, col["str_ratio"]] = fuzz.ratio(surfaces[i], name_key) / 100.0
-                block[r, col["str_token_set"]] = fuzz.token_set_ratio(surfaces[i], name_key) / 100.0
-                block[r, col["exact_name"]] = surfaces[i] == name_key
-                block[r, col["name_qualified"]] = qualified
-                block[r, col["exact_title"]] = surfaces[i] == title_key
-                block[r, col["acronym_match"]] = acronym_form and surfaces[i] == acronym_key
-                block[r, col["surface_is_name_word"]] = len(words) > 1 and surfaces[i] in words
                 entity_type = self.kb.entity_type(cand.entity_id)
-                if entity_type == "person" and len(words) > 1:
-                    block[r, col["surname_match"]] = surfaces[i] == words[-1]
-                    block[r, col["given_name_match"]] = surfaces[i] == words[0]
-                block[r, col["entity_type"]] = TYPE_CODES[entity_type]
-                if mention_type is not None and mention_type != "other" and entity_type != "other":
-                    block[r, col["type_agreement"]] = 1.0 if mention_type == entity_type else -1.0
+                person = entity_type == "person" and len(words) > 1
                 extra = [w for w in words if w not in surface_words[i] and w not in NOT_NAME_WORDS and len(w) > 1]
-                block[r, col["extra_name_words"]] = len(extra)
+                in_doc = coherent = 0.0
                 if extra:
-                    block[r, col["extra_words_in_doc"]] = sum(w in doc_words for w in extra) / len(extra)
+                    in_doc = sum(w in doc_words for w in extra) / len(extra)
                     supporters: set[int] = set()
                     for w in extra:
                         supporters |= word_mentions.get(w, set())
-                    block[r, col["name_word_coherence"]] = len({surfaces[j] for j in supporters} & distinct_others)
-                block[r, col["coref_support"]] = cand.entity_id in coref_targets[i]
+                    coherent = len({surfaces[j] for j in supporters} & distinct_others)
+                agreement = 0.0
+                if mention_type is not None and mention_type != "other" and entity_type != "other":
+                    agreement = 1.0 if mention_type == entity_type else -1.0
+                cells["from_alias"].append("alias" in sources)
+                cells["from_variant"].append("variant" in sources)
+                cells["from_fuzzy"].append("fuzzy" in sources)
+                cells["from_dense"].append("dense" in sources)
+                cells["str_ratio"].append(fuzz.ratio(surface, name_key) / 100.0)
+                cells["str_token_set"].append(fuzz.token_set_ratio(surface, name_key) / 100.0)
+                cells["exact_name"].append(surface == name_key)
+                cells["name_qualified"].append(qualified)
+                cells["exact_title"].append(surface == title_key)
+                cells["acronym_match"].append(acronym_form and surface == acronym_key)
+                cells["surface_is_name_word"].append(len(words) > 1 and surface in words)
+                cells["surname_match"].append(person and surface == words[-1])
+                cells["given_name_match"].append(person and surface == words[0])
+                cells["entity_type"].append(TYPE_CODES[entity_type])
+                cells["type_agreement"].append(agreement)
+                cells["extra_name_words"].append(len(extra))
+                cells["extra_words_in_doc"].append(in_doc)
+                cells["name_word_coherence"].append(coherent)
+                cells["coref_support"].append(cand.entity_id in coref_targets[i])
+            for name, cell_values in cells.items():
+                block[:, col[name]] = np.asarray(cell_values, dtype=np.float64)
             for name in ("ctx_sim", "doc_sim", "coherence"):
                 values = block[:, col[name]]
                 block[:, col[f"{name}_gap"]] = values - values.max()

@@ -52,6 +52,10 @@ annotations' names (the mention prior), name variants, fuzzy keys."""
 class LinkerConfig:
     """How the linker builds contexts (the mention's sentence, cut to ``max_context_chars``) and candidates.
 
+    ``entity_search``: exact or HNSW nearest-entity search (:class:`~linking.entity_index.EntitySearch`).
+    ``compile_trees``: :meth:`open` (and a server's model swap) compile a LightGBM model's trees to
+    native code (:mod:`linking.compiled_trees`; the same scores, faster).
+
     ``unnamed_min_score`` (given spans) and ``unnamed_min_score_detected`` (detected mentions): a
     best candidate that only dense retrieval proposed (no alias, name variant or fuzzy name key
     matches the surface) is linked only with at least this score, else the mention is NIL. Without
@@ -74,6 +78,7 @@ class LinkerConfig:
     max_context_chars: int = 400
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     entity_search: EntitySearch = field(default_factory=EntitySearch)
+    compile_trees: bool = True
     coreference: bool = True
     unnamed_min_score: float = 0.25
     unnamed_min_score_detected: float = 1.0
@@ -216,6 +221,8 @@ class EntityLinker:
         if model_dir is not None:
             scorer, manifest = Disambiguator.load(model_dir)
             _warn_on_kb_mismatch(kb, manifest)
+            if (config or LinkerConfig()).compile_trees:
+                scorer.compile_trees()
         if detector is None:
             detector = MentionDetector(load_spacy(spacy_model))
         return cls.build(kb, encoder, scorer, detector=detector, config=config, model_manifest=manifest)

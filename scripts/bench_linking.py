@@ -26,10 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from artifacts import Manifest  # noqa: E402
-from linking import Disambiguator, EntityLinker, KnowledgeBase, MentionDetector, load_spacy, read_benchmark  # noqa: E402
+from linking import EntityLinker, LinkerConfig, read_benchmark  # noqa: E402
+from linking.entity_index import EXACT, EntitySearch  # noqa: E402
 from linking.evaluation import evaluate_linker  # noqa: E402
 from retrieval.onnx_encoder import load_encoder  # noqa: E402
 from scripts.doc_sections import replace_section  # noqa: E402
+from service.serving.linker import linking_runtime  # noqa: E402
 
 logger = logging.getLogger("bench_linking")
 DATA = ROOT.parent / "shared" / "data" / "linking" / "benchmarks"
@@ -83,15 +85,21 @@ def stage_seconds(linker: EntityLinker, name: str = "msnbc") -> dict[str, float]
     return {"ner": ner, "encode": time.perf_counter() - started}
 
 
-def _throughput_worker(kb_dir: Path, model_dir: Path, runtime: str, texts: list[str], ready: Any, results: Any) -> None:
+def _throughput_worker(
+    kb_dir: Path,
+    model_dir: Path | None,
+    runtime: str,
+    texts: list[str],
+    ready: Any,
+    results: Any,
+    config: LinkerConfig | None = None,
+) -> None:
     """One worker of :func:`parallel_throughput`: load, wait for the others, link its texts, report."""
     import torch
 
     torch.set_num_threads(1)
-    kb = KnowledgeBase.load(kb_dir)
-    model = Disambiguator.load(model_dir)[0] if model_dir is not None else None
     encoder = load_encoder(runtime=runtime, threads=1)
-    linker = EntityLinker.build(kb, encoder, model, detector=MentionDetector(load_spacy()))
+    linker = EntityLinker.open(kb_dir, model_dir, encoder, config=config)
     linker.link_batch(texts[:1])  # first-call costs (graph warm-up, lazy indexes) stay out of the timing
     ready.wait()
     started = time.time()
@@ -100,18 +108,26 @@ def _throughput_worker(kb_dir: Path, model_dir: Path, runtime: str, texts: list[
 
 
 def parallel_throughput(
-    kb_dir: Path, model_dir: Path | None, runtime: str, workers: int, texts: list[str]
+    kb_dir: Path,
+    model_dir: Path | None,
+    runtime: str,
+    workers: int,
+    texts: list[str],
+    config: LinkerConfig | None = None,
 ) -> dict[str, float]:
     """Documents/s of ``workers`` processes linking ``texts`` end to end, split between them.
 
-    Each process holds its own linker (as each server worker does; ``model_dir`` None is the prior
-    baseline), loads it, then all start together; the time is from the first start to the last
+    Each process opens its own linker as a server worker does (:meth:`EntityLinker.open`: HNSW
+    entity search on a large KB, compiled trees; ``config`` to change them; ``model_dir`` None is
+    the prior baseline), then all start together; the time is from the first start to the last
     finish, loading excluded.
     """
     context = multiprocessing.get_context("spawn")
     ready, results = context.Barrier(workers), context.Queue()
     processes = [
-        context.Process(target=_throughput_worker, args=(kb_dir, model_dir, runtime, texts[i::workers], ready, results))
+        context.Process(
+            target=_throughput_worker, args=(kb_dir, model_dir, runtime, texts[i::workers], ready, results, config)
+        )
         for i in range(workers)
     ]
     for process in processes:
@@ -131,18 +147,6 @@ def parallel_throughput(
 
 
 Measured = tuple[dict[str, float], dict[str, tuple[float, float]], dict[str, float], dict[int, dict[str, float]]]
-
-
-def runtime_table(measured: dict[str, Measured]) -> list[str]:
-    lines = [
-        "| encoder runtime | kore50 ED | msnbc ED | ace2004 ED | kore50 e2e | msnbc e2e | ace2004 e2e |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for runtime, (_, f1s, _, _) in measured.items():
-        ed = " | ".join(f"{f1s[n][0]:.3f}" if n in f1s else "-" for n in TEST_SETS)
-        e2e = " | ".join(f"{f1s[n][1]:.3f}" if n in f1s else "-" for n in TEST_SETS)
-        lines.append(f"| {runtime} | {ed} | {e2e} |")
-    return lines
 
 
 def speed_table(measured: dict[str, Measured]) -> list[str]:
@@ -169,8 +173,8 @@ def render(
     throughput: dict[str, float],
     model: Manifest,
     kb: Manifest,
-    args: argparse.Namespace,
-    runtimes: list[str] | None = None,
+    runtime: str,
+    speed: list[str],
 ) -> str:
     cv = model.metrics
     settings = model.params.get("model", {})
@@ -218,9 +222,9 @@ def render(
             f"{throughput['mentions']} mentions, one process, torch threads {threads}, "
             f"shared 2-core machine): **{throughput['docs_per_s']:.2f} documents/s, "
             f"{throughput['mentions_per_s']:.1f} mentions/s** ({throughput['seconds']:.1f} s), encoder runtime "
-            f"{args.runtimes[0]}.",
+            f"{runtime} (the model's), HNSW entity search, compiled trees.",
             "",
-            *(runtimes or []),
+            *speed,
             "",
             "Reference points (the shared KB's candidates, ../shared/data/README.md): "
             "rank-1 alias ED F1 0.466 / 0.762 / 0.887; "
@@ -250,8 +254,15 @@ def main() -> int:
     parser.add_argument(
         "--runtimes",
         type=lambda text: text.split(","),
-        default=["onnx", "torch", "onnx-int8"],
-        help="encoder runtimes to measure, comma-separated; the first (default onnx, as link) fills the main table",
+        default=None,
+        help="encoder runtimes of the speed rows, comma-separated; the first also scores the report sets "
+        "(default: the model's training runtime, then onnx and torch)",
+    )
+    parser.add_argument(
+        "--exact-search", action="store_true", help="exact entity search, not the HNSW graph (what the graph saves)"
+    )
+    parser.add_argument(
+        "--lightgbm", action="store_true", help="score with LightGBM, not the compiled trees (what compiling saves)"
     )
     parser.add_argument(
         "--workers",
@@ -277,21 +288,25 @@ def main() -> int:
     import faiss
 
     faiss.omp_set_num_threads(1)  # as the server: a few dozen vectors against 10k is no work for a team
-    kb = KnowledgeBase.load(args.kb)
-    model, model_manifest = Disambiguator.load(args.model)
-    detector = MentionDetector(load_spacy())
+    model_manifest = Manifest.read(args.model)
+    trained = linking_runtime(args.model)
+    runtimes = args.runtimes or [trained, *(r for r in ("onnx", "torch") if r != trained)]
+    config = LinkerConfig(entity_search=EXACT if args.exact_search else EntitySearch(), compile_trees=not args.lightgbm)
+    texts = [d.text for d in read_benchmark(DATA / "msnbc.jsonl")]
     measured: dict[str, Measured] = {}
     main_rows: list[str] = []
     main_throughput: dict[str, float] = {}
-    for runtime in args.runtimes:
-        linker = EntityLinker(kb, load_encoder(runtime=runtime, threads=1), model, detector=detector)
-        rows, throughput, f1s = ([], {}, {}) if args.throughput_only else measure(linker, tuple(args.benchmarks))
+    kb_manifest = None
+    for runtime in runtimes:
+        linker = EntityLinker.open(args.kb, args.model, load_encoder(runtime=runtime, threads=1), config=config)
+        kb_manifest = linker.kb.manifest
+        scored = not args.throughput_only and not measured
+        rows, throughput, f1s = measure(linker, tuple(args.benchmarks)) if scored else ([], {}, {})
         stages = stage_seconds(linker)
-        texts = [d.text for d in read_benchmark(DATA / "msnbc.jsonl")]
-        parallel = {w: parallel_throughput(args.kb, args.model, runtime, w, texts) for w in args.workers}
+        parallel = {w: parallel_throughput(args.kb, args.model, runtime, w, texts, config) for w in args.workers}
         measured[runtime] = (throughput, f1s, stages, parallel)
         logger.info("%s: %s", runtime, {w: round(r["docs_per_s"], 2) for w, r in parallel.items()})
-        if not main_rows:
+        if scored:
             main_rows, main_throughput = rows, throughput
     speed = [
         "Speed by encoder runtime and process count (msnbc, 20 documents end to end with `link_batch`: spaCy "
@@ -304,16 +319,8 @@ def main() -> int:
     if args.throughput_only:
         sys.stdout.write("\n".join(speed) + "\n")
         return 0
-    assert kb.manifest is not None
-    table = [
-        "By encoder runtime (`--encoder-runtime`; contexts encoded by that runtime; entity vectors by torch for the "
-        "float32 runtimes, by the int8 graph for onnx-int8; the model is the same):",
-        "",
-        *runtime_table(measured),
-        "",
-        *speed,
-    ]
-    section = render(main_rows, main_throughput, model_manifest, kb.manifest, args, table)
+    assert kb_manifest is not None
+    section = render(main_rows, main_throughput, model_manifest, kb_manifest, runtimes[0], speed)
     sys.stdout.write(section + "\n")
     if args.write_docs:
         replace_section(ROOT / "docs" / "benchmarks.md", "linking", section)

@@ -129,6 +129,8 @@ def swap_model(
     the swap; a model that names none keeps the current encoder."""
     model, manifest = Disambiguator.load(path)
     linker = current.linker
+    if linker.config.compile_trees:
+        model.compile_trees()
     runtime = model_runtime(path)
     if load_encoder is not None and runtime is not None and getattr(linker.encoder, "runtime", None) != runtime:
         logger.info("the model %s was trained on %s vectors: loading that encoder", manifest.version, runtime)
