@@ -64,6 +64,7 @@ def compile_booster(booster: Any, cache_dir: Path | None = None) -> CompiledTree
                 try:
                     model = lleaves.Model(model_file=str(model_file))
                     model.compile(cache=str(path))
+                    logger.info("%d compiled trees read from %s", booster.num_trees(), path)
                     return CompiledTrees(model)
                 except Exception as exc:  # compile again below
                     logger.warning("ignoring unreadable compiled trees %s: %s", path, exc)

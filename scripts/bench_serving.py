@@ -119,8 +119,13 @@ class MemoryWatch:
         self._stop.set()
 
 
+def all_ready(log: str, workers: int) -> bool:
+    """True once the server log holds a ready line (``service.serving.builder.ready_message``) per worker."""
+    return log.count("ready: serving") >= workers
+
+
 class Server:
-    """``sleuth serve`` in a subprocess, ready when all its workers have logged "serving on"."""
+    """``sleuth serve`` in a subprocess, ready when each of its workers has logged "ready: serving"."""
 
     def __init__(self, args: argparse.Namespace, log: Path) -> None:
         self.port = free_port()
@@ -172,7 +177,7 @@ class Server:
         while time.monotonic() < end:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited ({self.process.returncode}); see {self.log}")
-            if self.log.read_text(errors="replace").count("serving on") >= self.workers:
+            if all_ready(self.log.read_text(errors="replace"), self.workers):
                 return
             time.sleep(1.0)
         raise RuntimeError(f"the server was not ready within {timeout:.0f} s; see {self.log}")

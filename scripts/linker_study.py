@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("prepare", help="prepare the training sets and the dev set once")
     p.add_argument("--kb", required=True, help="KB directory (shared + aida additions)")
     p.add_argument("--out", required=True, help="study directory to write")
-    p.add_argument("--runtime", default="onnx", help="encoder runtime (default onnx, as train linker)")
+    p.add_argument("--runtime", default="onnx-int8", help="encoder runtime (default onnx-int8, as train linker)")
     r = sub.add_parser("run", help="cross-validate, fit and score the dev set, per seed")
     r.add_argument("--study", required=True, help="a directory written by prepare")
     r.add_argument("--seeds", type=int, nargs="+", default=[13, 7, 29], help="LightGBM seeds (default 13 7 29)")

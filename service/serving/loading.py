@@ -22,7 +22,7 @@ from retrieval.rerankers import load_reranker
 from service.config import ServerConfig
 from service.demo import demo_index
 from service.serving.lifecycle import RERANKER, SEARCH_INDEX, load_reranker_version, load_search_index
-from service.serving.linker import LoadedLinker, linking_runtime, load_linker, model_runtime
+from service.serving.linker import LoadedLinker, load_linker, model_runtime
 from service.serving.runner import encoder_factory, runtime_encoder_factory
 
 logger = logging.getLogger(__name__)
@@ -130,16 +130,16 @@ def linking_encoder(config: ServerConfig, encoder: Any, name: str, model: Path |
 def ray_linker(config: ServerConfig, kb: Path, model: Path | None, encoder_name: str) -> LoadedLinker:
     """``serve --ray --kb DIR``: the linker deployed as ``sleuth:<model>:linker`` with ``--replicas``.
 
-    Each replica opens the KB and the model with its own encoder (``encoder_name`` on the model's
-    runtime, :func:`~service.serving.linker.linking_runtime`); the server keeps the KB for entity
-    names and calls the replicas through their handle.
+    Each replica opens the KB and the model with its own encoder (``encoder_name`` on the runtime
+    the model's manifest names, else the server's, as :func:`linking_encoder`); the server keeps the
+    KB for entity names and calls the replicas through their handle.
     """
     from service.cluster.serve_linker import RayLinkerServing
 
     started = time.perf_counter()
     serving = RayLinkerServing(replicas=config.ray_replicas, cpus_per_replica=config.ray_cpus)
     logger.info("deploying the linker of KB %s on %d replica(s)", kb, config.ray_replicas)
-    loader = serving.loader(kb, model, encoder_name, linking_runtime(model))
+    loader = serving.loader(kb, model, encoder_name, model_runtime(model) or config.encoder_runtime)
     linker, kb_version, model_version = serving.load(kb, model, loader)
     reference = read_reference(model) if model is not None else {}
     logger.info("linking on Ray: %s, %s deployed in %.1f s", kb_version, model_version, time.perf_counter() - started)
