@@ -119,17 +119,9 @@ class EntityIndex:
 
     def with_search(self, search: EntitySearch) -> EntityIndex:
         """The same vectors searched another way (a graph already built is shared if the settings agree)."""
-        other = EntityIndex.__new__(EntityIndex)
-        other.entity_ids, other.vectors, other._row, other._cache_dir = (
-            self.entity_ids,
-            self.vectors,
-            self._row,
-            self._cache_dir,
-        )
-        other.search = search
-        same_graph = replace(search, approximate_from=None) == replace(self.search, approximate_from=None)
-        other._graph = self._graph if same_graph else None
-        other._graph_lock = self._graph_lock if same_graph else threading.Lock()
+        other = EntityIndex(self.entity_ids, self.vectors, search, cache_dir=self._cache_dir)
+        if replace(search, approximate_from=None) == replace(self.search, approximate_from=None):
+            other._graph, other._graph_lock = self._graph, self._graph_lock
         return other
 
     @property

@@ -311,7 +311,8 @@ def main() -> int:
     speed = [
         "Speed by encoder runtime and process count (msnbc, 20 documents end to end with `link_batch`: spaCy "
         "detection, contexts, one encoder call per document, candidates, features, scoring; each process holds "
-        "its own linker and links its share, loading excluded; torch and ONNX Runtime on one thread per process). "
+        "its own linker and links its share, loading excluded; torch and ONNX Runtime on one thread per process; "
+        "a runtime other than the model's measures speed only). "
         "The stage columns are seconds over the 20 documents for each stage alone, in one process:",
         "",
         *speed_table(measured),
