@@ -239,11 +239,13 @@ class Disambiguator:
         if len(features) == 0:
             return np.zeros(0, dtype=np.float64)
         features = features[:, self._index] if self._index is not None else features[:, : self._columns]
-        if self._compiled is not None:
-            raw = np.asarray(self._compiled.predict(features), dtype=np.float64)
-            return 1.0 / (1.0 + np.exp(-raw)) if self.config.objective == "lambdarank" else raw
         if self._booster is not None:
-            raw = np.asarray(self._booster.predict(features, num_threads=1), dtype=np.float64)
+            predicted = (
+                self._compiled.predict(features)
+                if self._compiled is not None
+                else self._booster.predict(features, num_threads=1)
+            )
+            raw = np.asarray(predicted, dtype=np.float64)
             return 1.0 / (1.0 + np.exp(-raw)) if self.config.objective == "lambdarank" else raw
         if self._weights is not None and self._mean is not None and self._scale is not None:
             z = ((features - self._mean) / self._scale) @ self._weights + self._bias

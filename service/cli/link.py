@@ -181,10 +181,11 @@ def run_link(args: argparse.Namespace) -> int:
     else:
         check_artifact(args.kb, "kb", "--kb")
         check_artifact(args.model, "linker", "--model")
+        runtime = linking_runtime(args.model, args.encoder_runtime)
         if args.kb is None:
-            linker = load_linker(_encoder(linking_runtime(args.model, args.encoder_runtime)), None, args.model).linker
+            linker = load_linker(_encoder(runtime), None, args.model).linker
         else:
-            linker = _open_linker(args.kb, args.model, linking_runtime(args.model, args.encoder_runtime))
+            linker = _open_linker(args.kb, args.model, runtime)
         links = linker.link(args.text, options=LinkOptions(top_candidates=args.top + 1))
         rows = [
             {
